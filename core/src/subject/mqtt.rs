@@ -1,0 +1,1 @@
+//! Placeholder: mqtt name mapping (filled in next).

@@ -1,0 +1,1 @@
+//! Placeholder: nsq name mapping (filled in next).

@@ -1,0 +1,1 @@
+//! Placeholder: zmtp name mapping (filled in next).

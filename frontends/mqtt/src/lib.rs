@@ -1,0 +1,1 @@
+//! polymq-mqtt: the mqtt frontend.

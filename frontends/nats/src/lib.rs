@@ -1,0 +1,1 @@
+//! polymq-nats: the nats frontend.

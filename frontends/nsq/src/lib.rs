@@ -1,0 +1,1 @@
+//! polymq-nsq: the nsq frontend.

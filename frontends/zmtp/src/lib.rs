@@ -1,0 +1,1 @@
+//! polymq-zmtp: the zmtp frontend.

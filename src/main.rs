@@ -1,0 +1,2 @@
+//! polymq binary entry point.
+fn main() {}

@@ -1,0 +1,1 @@
+//! polymq-storage: implementations of `polymq_core::Store` (memory and disk).
