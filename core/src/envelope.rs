@@ -93,8 +93,13 @@ pub enum Protocol {
 
 impl Protocol {
     /// Every protocol, in a stable order (metrics labels).
-    pub const ALL: [Protocol; 5] =
-        [Protocol::Nsq, Protocol::Nats, Protocol::Mqtt, Protocol::Zmtp, Protocol::Broker];
+    pub const ALL: [Protocol; 5] = [
+        Protocol::Nsq,
+        Protocol::Nats,
+        Protocol::Mqtt,
+        Protocol::Zmtp,
+        Protocol::Broker,
+    ];
 
     /// Lowercase label used in metrics and logs.
     pub fn label(self) -> &'static str {
@@ -133,7 +138,10 @@ pub struct Origin {
 impl Origin {
     /// An origin for messages the broker makes itself.
     pub fn broker() -> Self {
-        Self { protocol: Protocol::Broker, conn: ConnId(0) }
+        Self {
+            protocol: Protocol::Broker,
+            conn: ConnId(0),
+        }
     }
 }
 
@@ -164,7 +172,10 @@ impl Headers {
     }
     /// The first value of `name` (case-insensitive, as NATS header lookups are).
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.0.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.0
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
     /// All headers in order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
@@ -264,8 +275,14 @@ mod tests {
         let a = MessageId::next();
         let b = MessageId::next();
         assert!(a < b);
-        assert!(a.0.iter().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
-        assert_eq!(MessageId::from_u64(0x0123_4567_89ab_cdef).as_str(), "0123456789abcdef");
+        assert!(a
+            .0
+            .iter()
+            .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+        assert_eq!(
+            MessageId::from_u64(0x0123_4567_89ab_cdef).as_str(),
+            "0123456789abcdef"
+        );
     }
 
     #[test]
@@ -279,7 +296,11 @@ mod tests {
         env.frames = vec![5, 0, 5];
         assert_eq!(
             env.body_frames(),
-            vec![Bytes::from_static(b"hello"), Bytes::new(), Bytes::from_static(b"world")]
+            vec![
+                Bytes::from_static(b"hello"),
+                Bytes::new(),
+                Bytes::from_static(b"world")
+            ]
         );
     }
 }

@@ -76,7 +76,10 @@ fn validate(text: &str, wildcards: bool) -> Result<(), SubjectError> {
         return Err(SubjectError::Empty);
     }
     if text.len() > MAX_SUBJECT_LEN {
-        return Err(SubjectError::TooLong { len: text.len(), max: MAX_SUBJECT_LEN });
+        return Err(SubjectError::TooLong {
+            len: text.len(),
+            max: MAX_SUBJECT_LEN,
+        });
     }
     let mut tokens = text.split('.').peekable();
     while let Some(token) = tokens.next() {
@@ -158,7 +161,10 @@ impl Filter {
     /// Validates a canonical pattern (`*` one token, `>` one or more trailing tokens).
     pub fn new(pattern: &str) -> Result<Self, SubjectError> {
         validate(pattern, true)?;
-        Ok(Self::Tokens { pattern: Arc::from(pattern), matches_parent: false })
+        Ok(Self::Tokens {
+            pattern: Arc::from(pattern),
+            matches_parent: false,
+        })
     }
 
     /// A filter for an MQTT multi-level wildcard: `pattern` ends in `>` and the parent also
@@ -166,7 +172,10 @@ impl Filter {
     pub fn with_parent(pattern: &str) -> Result<Self, SubjectError> {
         validate(pattern, true)?;
         let matches_parent = pattern.ends_with(".>");
-        Ok(Self::Tokens { pattern: Arc::from(pattern), matches_parent })
+        Ok(Self::Tokens {
+            pattern: Arc::from(pattern),
+            matches_parent,
+        })
     }
 
     /// A ZMQ byte-prefix filter.
@@ -176,7 +185,10 @@ impl Filter {
 
     /// A filter matching exactly one subject.
     pub fn exact(subject: &Subject) -> Self {
-        Self::Tokens { pattern: Arc::from(subject.as_str()), matches_parent: false }
+        Self::Tokens {
+            pattern: Arc::from(subject.as_str()),
+            matches_parent: false,
+        }
     }
 
     /// True when the filter matches exactly one subject (no wildcard, not a prefix).
@@ -206,9 +218,10 @@ impl Filter {
                 }
                 text.starts_with(prefix)
             }
-            Self::Tokens { pattern, matches_parent } => {
-                tokens_match(pattern, subject, *matches_parent)
-            }
+            Self::Tokens {
+                pattern,
+                matches_parent,
+            } => tokens_match(pattern, subject, *matches_parent),
         }
     }
 }
@@ -236,8 +249,14 @@ fn tokens_match(pattern: &str, subject: &Subject, matches_parent: bool) -> bool 
 impl fmt::Debug for Filter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Tokens { pattern, matches_parent: false } => write!(f, "Filter({pattern})"),
-            Self::Tokens { pattern, matches_parent: true } => write!(f, "Filter({pattern}+parent)"),
+            Self::Tokens {
+                pattern,
+                matches_parent: false,
+            } => write!(f, "Filter({pattern})"),
+            Self::Tokens {
+                pattern,
+                matches_parent: true,
+            } => write!(f, "Filter({pattern}+parent)"),
             Self::Prefix(p) => write!(f, "Prefix({:?})", String::from_utf8_lossy(p)),
         }
     }
@@ -253,7 +272,15 @@ mod tests {
 
     #[test]
     fn subject_validation_follows_nats() {
-        for ok in ["a", "a.b", "foo*.b", "$SYS.x", "/./", "v1//2.x", "a#ephemeral"] {
+        for ok in [
+            "a",
+            "a.b",
+            "foo*.b",
+            "$SYS.x",
+            "/./",
+            "v1//2.x",
+            "a#ephemeral",
+        ] {
             assert!(Subject::new(ok).is_ok(), "{ok}");
         }
         assert_eq!(Subject::new(""), Err(SubjectError::Empty));
@@ -265,7 +292,10 @@ mod tests {
         assert_eq!(Subject::new("a.*"), Err(SubjectError::Wildcard));
         assert_eq!(Subject::new(">"), Err(SubjectError::Wildcard));
         let long = "a".repeat(MAX_SUBJECT_LEN + 1);
-        assert!(matches!(Subject::new(&long), Err(SubjectError::TooLong { .. })));
+        assert!(matches!(
+            Subject::new(&long),
+            Err(SubjectError::TooLong { .. })
+        ));
     }
 
     #[test]
@@ -299,7 +329,11 @@ mod tests {
             ("foo*", "foox", false),
         ];
         for (f, subj, want) in cases {
-            assert_eq!(Filter::new(f).unwrap().matches(&s(subj)), want, "{f} vs {subj}");
+            assert_eq!(
+                Filter::new(f).unwrap().matches(&s(subj)),
+                want,
+                "{f} vs {subj}"
+            );
         }
     }
 

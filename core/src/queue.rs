@@ -1,0 +1,820 @@
+//! Durable queues: the engine behind NSQ channels, nsqd topic buffers and MQTT persistent
+//! sessions.
+//!
+//! A [`DurableQueue`] keeps messages while no member is attached, hands each message to one
+//! member with credit, tracks it in flight until [`Member::fin`], requeues it on timeout or
+//! [`Member::requeue`] (with `attempts + 1` at the next delivery), and defers messages
+//! ([`DurableQueue::put_deferred`], `REQ` with a delay).
+//!
+//! With a durable store each message is appended to the queue's log (in batches, by a writer
+//! task) *before* it becomes deliverable and before `put` returns; `fin` releases its offset.
+//!
+//! # Invariants
+//! - A member never has more than `credit` messages in flight (NSQ RDY is a level).
+//! - All state lives behind one per-queue mutex that is never held across an `.await`;
+//!   delivery is `try_send` into the member's outbox, so the queue never waits on a client.
+//! - A message is in exactly one of: ready, deferred, in flight (or gone once finished).
+//! - Messages of a detached member are requeued at the front, in delivery order.
+//! - A timer task per queue (holding only a `Weak`) fires in-flight timeouts, deferred
+//!   messages and retries; it ends when the queue is dropped or deleted.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::envelope::{now_ns, Envelope, MessageId};
+use crate::error::RouteError;
+use crate::outbox::{Delivery, Sink};
+use crate::record;
+use crate::router::SubscriptionId;
+use crate::store::{Offset, QueueName, Store};
+
+/// Retry delay when a member had credit but its outbox was momentarily full.
+const RETRY_DELAY: Duration = Duration::from_millis(5);
+/// Most write commands the writer task folds into one store call.
+const WRITE_BATCH: usize = 256;
+/// Capacity of the writer's command channel.
+const WRITER_CAPACITY: usize = 4096;
+
+/// Limits and timeouts of durable queues.
+#[derive(Debug, Clone)]
+pub struct QueueConfig {
+    /// Default in-flight timeout (nsqd `--msg-timeout`).
+    pub msg_timeout: Duration,
+    /// Cap on TOUCH extensions, from the first delivery (nsqd `--max-msg-timeout`).
+    pub max_msg_timeout: Duration,
+    /// Most ready messages a queue holds; beyond it `put` fails (ephemeral queues drop).
+    pub max_depth: usize,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        Self {
+            msg_timeout: Duration::from_secs(60),
+            max_msg_timeout: Duration::from_secs(15 * 60),
+            max_depth: 1_000_000,
+        }
+    }
+}
+
+/// Why FIN / REQ / TOUCH failed (NSQ's non-fatal errors).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum AckError {
+    /// No message with that id is in flight.
+    #[error("ID not in flight")]
+    NotInFlight,
+    /// The message is in flight to another member.
+    #[error("client does not own message")]
+    NotOwner,
+}
+
+/// Counters of one queue, with nsqd's meanings.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueStats {
+    /// Ready messages (nsqd `depth`).
+    pub depth: usize,
+    /// Messages delivered and not yet finished.
+    pub in_flight: usize,
+    /// Messages waiting for their deferral to pass.
+    pub deferred: usize,
+    /// Messages ever put into the queue.
+    pub message_count: u64,
+    /// REQ count.
+    pub requeue_count: u64,
+    /// In-flight timeouts.
+    pub timeout_count: u64,
+    /// Attached members.
+    pub client_count: usize,
+    /// Delivery paused.
+    pub paused: bool,
+}
+
+#[derive(Debug)]
+struct Ready {
+    msg: Arc<Envelope>,
+    attempts: u16,
+    offset: Option<Offset>,
+}
+
+#[derive(Debug)]
+struct InFlight {
+    ready: Ready,
+    member: u64,
+    deadline: Instant,
+    delivered_at: Instant,
+}
+
+#[derive(Debug)]
+struct Slot {
+    id: u64,
+    sink: Sink,
+    sub: SubscriptionId,
+    credit: u32,
+    in_flight: u32,
+    msg_timeout: Duration,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    ready: VecDeque<Ready>,
+    in_flight: HashMap<MessageId, InFlight>,
+    deadlines: BinaryHeap<Reverse<(Instant, MessageId)>>,
+    deferred: BinaryHeap<Reverse<(Instant, u64)>>,
+    deferred_msgs: HashMap<u64, Ready>,
+    next_deferred: u64,
+    members: Vec<Slot>,
+    next_member: usize,
+    paused: bool,
+    retry_at: Option<Instant>,
+}
+
+impl State {
+    fn next_wake(&self) -> Option<Instant> {
+        let deadline = self.deadlines.peek().map(|Reverse((at, _))| *at);
+        let deferred = self.deferred.peek().map(|Reverse((at, _))| *at);
+        [deadline, deferred, self.retry_at]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// Index of the next member (round robin) that may take one more message.
+    fn pick_member(&mut self) -> Option<usize> {
+        let count = self.members.len();
+        (0..count)
+            .map(|i| (self.next_member + i) % count)
+            .find(|&i| {
+                let slot = &self.members[i];
+                slot.in_flight < slot.credit && slot.sink.has_room()
+            })
+    }
+
+    fn defer(&mut self, ready: Ready, at: Instant) {
+        let seq = self.next_deferred;
+        self.next_deferred += 1;
+        self.deferred.push(Reverse((at, seq)));
+        self.deferred_msgs.insert(seq, ready);
+    }
+
+    fn slot_mut(&mut self, member: u64) -> Option<&mut Slot> {
+        self.members.iter_mut().find(|s| s.id == member)
+    }
+}
+
+enum WriteCmd {
+    Append {
+        ready: Ready,
+        defer_until: Option<Instant>,
+        done: Option<oneshot::Sender<Result<(), RouteError>>>,
+    },
+    Release(Offset),
+}
+
+/// Callback run when the last member of an ephemeral queue detaches.
+pub(crate) type OnAbandoned = Box<dyn Fn() + Send + Sync>;
+
+/// A durable queue. Create through the router (`Router::durable_queue`) or a topic.
+pub struct DurableQueue {
+    name: QueueName,
+    ephemeral: bool,
+    config: QueueConfig,
+    store: Option<Arc<dyn Store>>,
+    writer: Option<mpsc::Sender<WriteCmd>>,
+    state: Mutex<State>,
+    wake: Arc<Notify>,
+    closed: CancellationToken,
+    message_count: AtomicU64,
+    requeue_count: AtomicU64,
+    timeout_count: AtomicU64,
+    next_member_id: AtomicU64,
+    on_abandoned: Mutex<Option<OnAbandoned>>,
+}
+
+impl std::fmt::Debug for DurableQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DurableQueue")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DurableQueue {
+    /// Creates a queue and starts its timer (and, for a durable store, its writer) task.
+    /// Must be called inside a tokio runtime.
+    pub fn new(
+        name: QueueName,
+        store: &Arc<dyn Store>,
+        config: QueueConfig,
+        ephemeral: bool,
+    ) -> Arc<Self> {
+        let durable = store.is_durable() && !ephemeral;
+        let (writer, writer_rx) = if durable {
+            let (tx, rx) = mpsc::channel(WRITER_CAPACITY);
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
+        };
+        let queue = Arc::new(Self {
+            name,
+            ephemeral,
+            config,
+            store: durable.then(|| store.clone()),
+            writer,
+            state: Mutex::new(State::default()),
+            wake: Arc::new(Notify::new()),
+            closed: CancellationToken::new(),
+            message_count: AtomicU64::new(0),
+            requeue_count: AtomicU64::new(0),
+            timeout_count: AtomicU64::new(0),
+            next_member_id: AtomicU64::new(1),
+            on_abandoned: Mutex::new(None),
+        });
+        tokio::spawn(timer_loop(
+            Arc::downgrade(&queue),
+            queue.wake.clone(),
+            queue.closed.clone(),
+        ));
+        if let Some(rx) = writer_rx {
+            tokio::spawn(writer_loop(
+                Arc::downgrade(&queue),
+                store.clone(),
+                queue.name.clone(),
+                rx,
+            ));
+        }
+        queue
+    }
+
+    /// The queue's store name.
+    pub fn name(&self) -> &QueueName {
+        &self.name
+    }
+
+    /// True for `#ephemeral` queues (memory only, overflow dropped).
+    pub fn is_ephemeral(&self) -> bool {
+        self.ephemeral
+    }
+
+    /// True when messages are written to a durable store.
+    pub fn is_durable(&self) -> bool {
+        self.store.is_some()
+    }
+
+    pub(crate) fn set_on_abandoned(&self, callback: OnAbandoned) {
+        *self.on_abandoned.lock() = Some(callback);
+    }
+
+    /// Enqueues a message; returns once it is accepted (appended, for a durable store).
+    pub async fn put(&self, msg: Arc<Envelope>) -> Result<(), RouteError> {
+        self.put_with(msg, None).await
+    }
+
+    /// Enqueues a message without waiting; a durable append completes in the background.
+    pub fn put_nowait(self: &Arc<Self>, msg: Arc<Envelope>) {
+        let Some(writer) = &self.writer else {
+            // Non-durable: errors are counted by the caller through `stats`, nothing to wait for.
+            let _ = self.push_memory(msg, None);
+            return;
+        };
+        let ready = Ready {
+            msg,
+            attempts: 0,
+            offset: None,
+        };
+        if let Err(mpsc::error::TrySendError::Full(cmd)) = writer.try_send(WriteCmd::Append {
+            ready,
+            defer_until: None,
+            done: None,
+        }) {
+            // A durable queue never drops: finish the hand-off off the caller's path.
+            let writer = writer.clone();
+            tokio::spawn(async move { writer.send(cmd).await });
+        }
+    }
+
+    /// Enqueues a message that becomes deliverable after `delay` (DPUB, `?defer=`).
+    pub async fn put_deferred(
+        &self,
+        msg: Arc<Envelope>,
+        delay: Duration,
+    ) -> Result<(), RouteError> {
+        self.put_with(msg, Some(Instant::now() + delay)).await
+    }
+
+    async fn put_with(
+        &self,
+        msg: Arc<Envelope>,
+        defer_until: Option<Instant>,
+    ) -> Result<(), RouteError> {
+        let Some(writer) = &self.writer else {
+            return self.push_memory(msg, defer_until);
+        };
+        let (done, wait) = oneshot::channel();
+        let ready = Ready {
+            msg,
+            attempts: 0,
+            offset: None,
+        };
+        writer
+            .send(WriteCmd::Append {
+                ready,
+                defer_until,
+                done: Some(done),
+            })
+            .await
+            .map_err(|_| RouteError::Closed)?;
+        wait.await.map_err(|_| RouteError::Closed)?
+    }
+
+    fn push_memory(
+        &self,
+        msg: Arc<Envelope>,
+        defer_until: Option<Instant>,
+    ) -> Result<(), RouteError> {
+        let mut st = self.state.lock();
+        if st.ready.len() + st.deferred_msgs.len() >= self.config.max_depth {
+            if self.ephemeral {
+                return Ok(()); // nsqd: ephemeral overflow is silently dropped.
+            }
+            return Err(RouteError::QueueFull(self.name.to_string()));
+        }
+        self.message_count.fetch_add(1, Ordering::Relaxed);
+        self.enqueue(
+            &mut st,
+            Ready {
+                msg,
+                attempts: 0,
+                offset: None,
+            },
+            defer_until,
+        );
+        Ok(())
+    }
+
+    fn enqueue(&self, st: &mut State, ready: Ready, defer_until: Option<Instant>) {
+        match defer_until {
+            Some(at) if at > Instant::now() => {
+                let earlier = st.next_wake().is_none_or(|next| at < next);
+                st.defer(ready, at);
+                if earlier {
+                    self.wake.notify_one();
+                }
+            }
+            _ => {
+                st.ready.push_back(ready);
+                self.dispatch(st);
+            }
+        }
+    }
+
+    /// Loads records read back from the store after a restart (ready, in order).
+    pub(crate) fn restore(&self, records: Vec<(Offset, Bytes)>) {
+        let mut st = self.state.lock();
+        for (offset, bytes) in records {
+            match record::decode(bytes) {
+                Ok((msg, attempts)) => {
+                    st.ready.push_back(Ready {
+                        msg: Arc::new(msg),
+                        attempts,
+                        offset: Some(offset),
+                    });
+                    self.message_count.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(err) => {
+                    tracing::warn!(queue = %self.name, offset = offset.0, %err, "skipping undecodable record")
+                }
+            }
+        }
+        self.dispatch(&mut st);
+    }
+
+    /// Attaches a member with zero credit; deliveries go to `sink` tagged with `sub`.
+    pub fn attach(self: &Arc<Self>, sink: Sink, sub: SubscriptionId) -> Member {
+        let id = self.next_member_id.fetch_add(1, Ordering::Relaxed);
+        self.state.lock().members.push(Slot {
+            id,
+            sink,
+            sub,
+            credit: 0,
+            in_flight: 0,
+            msg_timeout: self.config.msg_timeout,
+        });
+        Member {
+            queue: self.clone(),
+            id,
+        }
+    }
+
+    /// Stops delivery; messages keep queueing.
+    pub fn pause(&self) {
+        self.state.lock().paused = true;
+    }
+
+    /// Resumes delivery.
+    pub fn unpause(&self) {
+        let mut st = self.state.lock();
+        st.paused = false;
+        self.dispatch(&mut st);
+    }
+
+    /// True while paused.
+    pub fn is_paused(&self) -> bool {
+        self.state.lock().paused
+    }
+
+    /// Drops every ready, deferred and in-flight message (nsqd `/channel/empty`).
+    pub fn empty(&self) {
+        let released: Vec<Offset> = {
+            let mut st = self.state.lock();
+            let mut offsets: Vec<Offset> = st.ready.drain(..).filter_map(|r| r.offset).collect();
+            offsets.extend(st.deferred_msgs.drain().filter_map(|(_, r)| r.offset));
+            offsets.extend(st.in_flight.drain().filter_map(|(_, f)| f.ready.offset));
+            st.deferred.clear();
+            st.deadlines.clear();
+            for slot in &mut st.members {
+                slot.in_flight = 0;
+            }
+            offsets
+        };
+        released.into_iter().for_each(|offset| self.release(offset));
+    }
+
+    /// A snapshot of the queue's counters.
+    pub fn stats(&self) -> QueueStats {
+        let st = self.state.lock();
+        QueueStats {
+            depth: st.ready.len(),
+            in_flight: st.in_flight.len(),
+            deferred: st.deferred_msgs.len(),
+            message_count: self.message_count.load(Ordering::Relaxed),
+            requeue_count: self.requeue_count.load(Ordering::Relaxed),
+            timeout_count: self.timeout_count.load(Ordering::Relaxed),
+            client_count: st.members.len(),
+            paused: st.paused,
+        }
+    }
+
+    /// Stops the queue's tasks; called when the queue is deleted.
+    pub(crate) fn close(&self) {
+        self.closed.cancel();
+    }
+
+    /// Moves every ready and deferred message out (topic buffer → first channel).
+    pub(crate) fn take_pending(&self) -> Vec<Arc<Envelope>> {
+        let (msgs, offsets) = {
+            let mut st = self.state.lock();
+            let deferred: Vec<Ready> = st.deferred_msgs.drain().map(|(_, r)| r).collect();
+            st.deferred.clear();
+            let all: Vec<Ready> = st.ready.drain(..).chain(deferred).collect();
+            let offsets: Vec<Offset> = all.iter().filter_map(|r| r.offset).collect();
+            (all.into_iter().map(|r| r.msg).collect::<Vec<_>>(), offsets)
+        };
+        offsets.into_iter().for_each(|offset| self.release(offset));
+        msgs
+    }
+
+    /// Sends ready messages to members with credit, round robin. Called with the lock held.
+    fn dispatch(&self, st: &mut State) {
+        if st.paused || st.members.is_empty() {
+            return;
+        }
+        let now_wall = now_ns();
+        while !st.ready.is_empty() {
+            let Some(index) = st.pick_member() else { break };
+            let Some(mut ready) = st.ready.pop_front() else {
+                break;
+            };
+            if ready.msg.is_expired(now_wall) {
+                if let Some(offset) = ready.offset {
+                    self.release(offset);
+                }
+                continue;
+            }
+            ready.attempts = ready.attempts.saturating_add(1);
+            let slot = &mut st.members[index];
+            let delivery = Delivery {
+                msg: ready.msg.clone(),
+                sub: slot.sub,
+                attempts: ready.attempts,
+            };
+            if slot.sink.try_offer(delivery).is_err() {
+                ready.attempts -= 1;
+                st.ready.push_front(ready);
+                st.retry_at = Some(Instant::now() + RETRY_DELAY);
+                self.wake.notify_one();
+                break;
+            }
+            slot.in_flight += 1;
+            let now = Instant::now();
+            let deadline = now + slot.msg_timeout;
+            let member = slot.id;
+            st.next_member = (index + 1) % st.members.len();
+            let was_idle = st.deadlines.is_empty();
+            let id = ready.msg.id;
+            st.deadlines.push(Reverse((deadline, id)));
+            st.in_flight.insert(
+                id,
+                InFlight {
+                    ready,
+                    member,
+                    deadline,
+                    delivered_at: now,
+                },
+            );
+            if was_idle {
+                self.wake.notify_one();
+            }
+        }
+    }
+
+    /// Fires in-flight timeouts and due deferred messages, then dispatches.
+    fn on_timer(&self, now: Instant) {
+        let mut st = self.state.lock();
+        while let Some(Reverse((at, id))) = st.deadlines.peek().copied() {
+            if at > now {
+                break;
+            }
+            st.deadlines.pop();
+            let live = st.in_flight.get(&id).is_some_and(|f| f.deadline == at);
+            if !live {
+                continue;
+            }
+            if let Some(flight) = st.in_flight.remove(&id) {
+                if let Some(slot) = st.slot_mut(flight.member) {
+                    slot.in_flight = slot.in_flight.saturating_sub(1);
+                }
+                self.timeout_count.fetch_add(1, Ordering::Relaxed);
+                st.ready.push_back(flight.ready);
+            }
+        }
+        while let Some(Reverse((at, seq))) = st.deferred.peek().copied() {
+            if at > now {
+                break;
+            }
+            st.deferred.pop();
+            if let Some(ready) = st.deferred_msgs.remove(&seq) {
+                st.ready.push_back(ready);
+            }
+        }
+        if st.retry_at.is_some_and(|at| at <= now) {
+            st.retry_at = None;
+        }
+        self.dispatch(&mut st);
+    }
+
+    fn take_in_flight(
+        &self,
+        st: &mut State,
+        member: u64,
+        id: &MessageId,
+    ) -> Result<InFlight, AckError> {
+        match st.in_flight.get(id) {
+            None => return Err(AckError::NotInFlight),
+            Some(flight) if flight.member != member => return Err(AckError::NotOwner),
+            Some(_) => {}
+        }
+        let flight = st.in_flight.remove(id).ok_or(AckError::NotInFlight)?;
+        if let Some(slot) = st.slot_mut(member) {
+            slot.in_flight = slot.in_flight.saturating_sub(1);
+        }
+        Ok(flight)
+    }
+
+    fn release(&self, offset: Offset) {
+        let Some(writer) = &self.writer else { return };
+        if let Err(mpsc::error::TrySendError::Full(cmd)) =
+            writer.try_send(WriteCmd::Release(offset))
+        {
+            let writer = writer.clone();
+            tokio::spawn(async move { writer.send(cmd).await });
+        }
+    }
+
+    fn detach(&self, member: u64) {
+        let abandoned = {
+            let mut st = self.state.lock();
+            st.members.retain(|s| s.id != member);
+            let mut mine: Vec<InFlight> = Vec::new();
+            let ids: Vec<MessageId> = st
+                .in_flight
+                .iter()
+                .filter(|(_, f)| f.member == member)
+                .map(|(id, _)| *id)
+                .collect();
+            for id in ids {
+                if let Some(flight) = st.in_flight.remove(&id) {
+                    mine.push(flight);
+                }
+            }
+            mine.sort_by_key(|f| Reverse(f.delivered_at));
+            for flight in mine {
+                st.ready.push_front(flight.ready);
+            }
+            self.dispatch(&mut st);
+            self.ephemeral && st.members.is_empty()
+        };
+        if abandoned {
+            if let Some(callback) = self.on_abandoned.lock().as_ref() {
+                callback();
+            }
+        }
+    }
+
+    /// Applies a batch of appended records (writer task, after the store accepted them).
+    fn accept_appended(&self, batch: Vec<(Ready, Option<Instant>)>) {
+        let mut st = self.state.lock();
+        for (ready, defer_until) in batch {
+            self.message_count.fetch_add(1, Ordering::Relaxed);
+            self.enqueue(&mut st, ready, defer_until);
+        }
+    }
+}
+
+impl Drop for DurableQueue {
+    fn drop(&mut self) {
+        self.closed.cancel();
+    }
+}
+
+/// A member's handle on a queue: credit, acks. Dropping it detaches the member and requeues
+/// its in-flight messages.
+#[derive(Debug)]
+pub struct Member {
+    queue: Arc<DurableQueue>,
+    id: u64,
+}
+
+impl Member {
+    /// Sets the most messages this member may have in flight (NSQ RDY level, MQTT Receive
+    /// Maximum).
+    pub fn set_credit(&self, credit: u32) {
+        let mut st = self.queue.state.lock();
+        if let Some(slot) = st.slot_mut(self.id) {
+            slot.credit = credit;
+        }
+        self.queue.dispatch(&mut st);
+    }
+
+    /// Sets this member's in-flight timeout (NSQ IDENTIFY `msg_timeout`).
+    pub fn set_msg_timeout(&self, timeout: Duration) {
+        if let Some(slot) = self.queue.state.lock().slot_mut(self.id) {
+            slot.msg_timeout = timeout;
+        }
+    }
+
+    /// Marks a message done.
+    pub fn fin(&self, id: &MessageId) -> Result<(), AckError> {
+        let offset = {
+            let mut st = self.queue.state.lock();
+            let flight = self.queue.take_in_flight(&mut st, self.id, id)?;
+            self.queue.dispatch(&mut st);
+            flight.ready.offset
+        };
+        if let Some(offset) = offset {
+            self.queue.release(offset);
+        }
+        Ok(())
+    }
+
+    /// Puts a message back, ready now (`delay` zero) or after `delay`.
+    pub fn requeue(&self, id: &MessageId, delay: Duration) -> Result<(), AckError> {
+        let mut st = self.queue.state.lock();
+        let flight = self.queue.take_in_flight(&mut st, self.id, id)?;
+        self.queue.requeue_count.fetch_add(1, Ordering::Relaxed);
+        let defer_until = (!delay.is_zero()).then(|| Instant::now() + delay);
+        self.queue.enqueue(&mut st, flight.ready, defer_until);
+        self.queue.dispatch(&mut st);
+        Ok(())
+    }
+
+    /// Extends a message's in-flight deadline by this member's timeout, capped at the
+    /// delivery time plus the queue's `max_msg_timeout`.
+    pub fn touch(&self, id: &MessageId) -> Result<(), AckError> {
+        let mut st = self.queue.state.lock();
+        let timeout = st
+            .slot_mut(self.id)
+            .map_or(self.queue.config.msg_timeout, |s| s.msg_timeout);
+        let flight = st.in_flight.get_mut(id).ok_or(AckError::NotInFlight)?;
+        if flight.member != self.id {
+            return Err(AckError::NotOwner);
+        }
+        let cap = flight.delivered_at + self.queue.config.max_msg_timeout;
+        let deadline = (Instant::now() + timeout).min(cap);
+        flight.deadline = deadline;
+        st.deadlines.push(Reverse((deadline, *id)));
+        Ok(())
+    }
+
+    /// Messages currently in flight to this member.
+    pub fn in_flight(&self) -> usize {
+        let st = self.queue.state.lock();
+        st.members
+            .iter()
+            .find(|s| s.id == self.id)
+            .map_or(0, |s| s.in_flight as usize)
+    }
+
+    /// The queue this member is attached to.
+    pub fn queue(&self) -> &Arc<DurableQueue> {
+        &self.queue
+    }
+}
+
+impl Drop for Member {
+    fn drop(&mut self) {
+        self.queue.detach(self.id);
+    }
+}
+
+async fn timer_loop(queue: Weak<DurableQueue>, wake: Arc<Notify>, closed: CancellationToken) {
+    loop {
+        let next = match queue.upgrade() {
+            Some(q) => q.state.lock().next_wake(),
+            None => return,
+        };
+        let sleep = async {
+            match next {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = closed.cancelled() => return,
+            () = wake.notified() => {}
+            () = sleep => {}
+        }
+        match queue.upgrade() {
+            Some(q) => q.on_timer(Instant::now()),
+            None => return,
+        }
+    }
+}
+
+async fn writer_loop(
+    queue: Weak<DurableQueue>,
+    store: Arc<dyn Store>,
+    name: QueueName,
+    mut rx: mpsc::Receiver<WriteCmd>,
+) {
+    let mut cmds = Vec::with_capacity(WRITE_BATCH);
+    while rx.recv_many(&mut cmds, WRITE_BATCH).await > 0 {
+        let mut appends = Vec::new();
+        let mut releases = Vec::new();
+        for cmd in cmds.drain(..) {
+            match cmd {
+                WriteCmd::Append {
+                    ready,
+                    defer_until,
+                    done,
+                } => appends.push((ready, defer_until, done)),
+                WriteCmd::Release(offset) => releases.push(offset),
+            }
+        }
+        if !appends.is_empty() {
+            let records: Vec<Bytes> = appends
+                .iter()
+                .map(|(r, _, _)| record::encode(&r.msg, r.attempts))
+                .collect();
+            match store.append(&name, &records).await {
+                Ok(offsets) => {
+                    let mut accepted = Vec::with_capacity(appends.len());
+                    let mut waiters = Vec::new();
+                    for ((mut ready, defer_until, done), offset) in appends.into_iter().zip(offsets)
+                    {
+                        ready.offset = Some(offset);
+                        accepted.push((ready, defer_until));
+                        waiters.extend(done);
+                    }
+                    if let Some(q) = queue.upgrade() {
+                        q.accept_appended(accepted);
+                    }
+                    waiters.into_iter().for_each(|w| {
+                        let _ = w.send(Ok(()));
+                    });
+                }
+                Err(err) => {
+                    tracing::error!(queue = %name, %err, "append failed");
+                    let failure = RouteError::Store(err.to_string());
+                    for (_, _, done) in appends {
+                        if let Some(done) = done {
+                            let _ = done.send(Err(failure.clone()));
+                        }
+                    }
+                }
+            }
+        }
+        if !releases.is_empty() {
+            if let Err(err) = store.release(&name, &releases).await {
+                tracing::error!(queue = %name, %err, "release failed");
+            }
+        }
+    }
+}
