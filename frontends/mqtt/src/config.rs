@@ -14,6 +14,9 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Self {
-        Self { enabled: true, listen: "0.0.0.0:1883".into() }
+        Self {
+            enabled: true,
+            listen: "0.0.0.0:1883".into(),
+        }
     }
 }
