@@ -110,6 +110,8 @@ struct InFlight {
     member: u64,
     deadline: Instant,
     delivered_at: Instant,
+    /// Delivery order, for requeueing a detached member's messages in order.
+    seq: u64,
 }
 
 #[derive(Debug)]
@@ -130,6 +132,7 @@ struct State {
     deferred: BinaryHeap<Reverse<(Instant, u64)>>,
     deferred_msgs: HashMap<u64, Ready>,
     next_deferred: u64,
+    next_delivery: u64,
     members: Vec<Slot>,
     next_member: usize,
     paused: bool,
@@ -520,15 +523,16 @@ impl DurableQueue {
             let was_idle = st.deadlines.is_empty();
             let id = ready.msg.id;
             st.deadlines.push(Reverse((deadline, id)));
-            st.in_flight.insert(
-                id,
-                InFlight {
-                    ready,
-                    member,
-                    deadline,
-                    delivered_at: now,
-                },
-            );
+            let seq = st.next_delivery;
+            st.next_delivery += 1;
+            let flight = InFlight {
+                ready,
+                member,
+                deadline,
+                delivered_at: now,
+                seq,
+            };
+            st.in_flight.insert(id, flight);
             if was_idle {
                 self.wake.notify_one();
             }
@@ -614,7 +618,7 @@ impl DurableQueue {
                     mine.push(flight);
                 }
             }
-            mine.sort_by_key(|f| Reverse(f.delivered_at));
+            mine.sort_by_key(|f| Reverse(f.seq));
             for flight in mine {
                 st.ready.push_front(flight.ready);
             }
@@ -818,3 +822,7 @@ async fn writer_loop(
         }
     }
 }
+
+#[cfg(test)]
+#[path = "queue_tests.rs"]
+mod tests;
