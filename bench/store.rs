@@ -44,7 +44,10 @@ impl Backend {
 
     fn open(self, dir: &Path) -> Arc<dyn Store> {
         let disk = |fsync| {
-            let config = DiskConfig { fsync, ..DiskConfig::new(dir) };
+            let config = DiskConfig {
+                fsync,
+                ..DiskConfig::new(dir)
+            };
             Arc::new(DiskStore::open(config).expect("open disk store")) as Arc<dyn Store>
         };
         match self {
@@ -64,7 +67,9 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 fn records(count: usize, size: usize) -> Vec<Bytes> {
-    (0..count).map(|i| Bytes::from(vec![i as u8; size])).collect()
+    (0..count)
+        .map(|i| Bytes::from(vec![i as u8; size]))
+        .collect()
 }
 
 /// Times `iters` appends of `batch`, removing the queue untimed when it gets long.
