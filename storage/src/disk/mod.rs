@@ -29,7 +29,9 @@
 //!
 //! # Concurrency
 //! Each queue has its own lock; the map of queues is read-locked only to find a queue and
-//! write-locked only to add one, never across I/O. All file I/O runs on tokio's blocking pool
+//! write-locked only to add one, never across I/O. Appends, reads and releases of one queue
+//! serialize on its lock; different queues proceed in parallel. Every call that takes a queue
+//! or metadata lock (which may be held across I/O) runs on tokio's blocking pool
 //! (`spawn_blocking`), so the async runtime never waits on the disk. Lock order: queue map,
 //! then one queue (never two queues), or the metadata lock alone.
 //!
@@ -349,7 +351,7 @@ impl Store for DiskStore {
     }
 
     async fn queues(&self) -> Result<Vec<QueueName>, StoreError> {
-        Ok(self.shared.queue_names())
+        self.blocking(|shared| Ok(shared.queue_names())).await
     }
 
     async fn put_meta(&self, key: &str, value: Option<Bytes>) -> Result<(), StoreError> {
@@ -367,7 +369,9 @@ impl Store for DiskStore {
     }
 
     async fn load_meta(&self, prefix: &str) -> Result<Vec<(String, Bytes)>, StoreError> {
-        Ok(self.shared.meta.lock().load(prefix))
+        let prefix = prefix.to_owned();
+        self.blocking(move |shared| Ok(shared.meta.lock().load(&prefix)))
+            .await
     }
 
     async fn persist(&self, mode: PersistMode) -> Result<(), StoreError> {

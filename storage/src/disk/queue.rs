@@ -402,6 +402,28 @@ mod tests {
     }
 
     #[test]
+    fn a_poisoned_queue_refuses_writes_but_serves_reads() {
+        let root = tempfile::tempdir().unwrap();
+        let mut log = new_log(root.path(), 1 << 20);
+        log.append(&payloads(2)).unwrap();
+        let failed = log
+            .params
+            .poison
+            .guard::<()>(Err(io::Error::other("disk gone")));
+        assert!(matches!(failed, Err(StoreError::Io(_))));
+        assert!(matches!(
+            log.append(&payloads(1)),
+            Err(StoreError::Poisoned)
+        ));
+        assert!(matches!(
+            log.release(&[Offset(0)]),
+            Err(StoreError::Poisoned)
+        ));
+        assert_eq!(log.read(0, 10).unwrap().len(), 2);
+        assert_eq!(log.next(), 2);
+    }
+
+    #[test]
     fn release_log_is_compacted() {
         let root = tempfile::tempdir().unwrap();
         let mut log = new_log(root.path(), 1 << 30);
