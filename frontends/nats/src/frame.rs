@@ -658,6 +658,12 @@ impl ServerCodec {
         self.headers = headers;
     }
 
+    /// True between ops: the next byte in the buffer starts a new op name (nats-server's
+    /// `OP_START`, where it checks for CONNECT while authentication is pending).
+    pub fn at_op_start(&self) -> bool {
+        self.pending.is_none() && self.framer.state == State::Verb
+    }
+
     /// The limits this codec enforces.
     pub fn limits(&self) -> Limits {
         Limits {
