@@ -1,0 +1,387 @@
+//! Listener-wide MQTT state: the session registry (client id → session), session takeover,
+//! offline sessions with their expiry timers and delayed wills, and the `$SYS` counters.
+//!
+//! ```text
+//! sessions: DashMap<client id, Arc<Slot>>
+//! Slot (parking_lot::Mutex) = owner (the connected connection, if any)
+//!                           + stored (the persistent session while its client is offline)
+//!                           + timers (cancels the expiry timer and a delayed will on reconnect)
+//! ```
+//!
+//! # Invariants
+//! - At most one connection owns a client id. A new CONNECT kicks the owner and waits until it
+//!   has released the slot (its session state is back in `stored`) before taking over.
+//! - A slot marked `dead` is out of the map; claimers that raced with its removal retry.
+//! - The slot mutex is never held across an `.await`.
+//! - An offline persistent session keeps its queue subscriptions in the router: messages keep
+//!   arriving in its durable queue (`mqtt/<client-id>`) until it expires.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use dashmap::DashMap;
+use parking_lot::Mutex;
+use polymq_core::queue::DurableQueue;
+use polymq_core::{ConnId, Filter, MessageId, Origin, Protocol, Router, SubscriptionId};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::frame::SubscriptionOptions;
+use crate::mapping::Message;
+
+/// How long a new connection waits for the connection it takes over to let go.
+const TAKEOVER_WAIT: Duration = Duration::from_secs(5);
+
+/// Session Expiry Interval meaning "never" (3.1.1 CleanSession=0).
+pub const NEVER_EXPIRES: u32 = u32::MAX;
+
+/// One subscription of a session.
+#[derive(Debug, Clone)]
+pub struct Sub {
+    /// Options from SUBSCRIBE.
+    pub options: SubscriptionOptions,
+    /// 5.0 Subscription Identifier.
+    pub sub_id: Option<u32>,
+    /// The canonical filter (without `$share/G/`).
+    pub filter: Filter,
+    /// ShareName of a `$share/` subscription.
+    pub share: Option<Arc<str>>,
+    /// The router subscription, while registered.
+    pub router_id: Option<SubscriptionId>,
+}
+
+/// Session state that outlives a connection (MQTT 5 §4.1).
+#[derive(Debug)]
+pub struct SessionState {
+    /// Client identifier.
+    pub client_id: String,
+    /// Stable origin id of the session, so No Local holds across reconnects.
+    pub conn: ConnId,
+    /// Session Expiry Interval in seconds; [`NEVER_EXPIRES`] for ever.
+    pub expiry: u32,
+    /// Subscriptions by topic filter as the client wrote it.
+    pub subs: BTreeMap<String, Sub>,
+    /// The offline queue of a persistent session.
+    pub queue: Option<Arc<DurableQueue>>,
+    /// Packet ids of queued deliveries sent and not yet acknowledged (resent with DUP=1).
+    pub out_ids: HashMap<MessageId, u16>,
+    /// Outgoing QoS 2 packet ids acknowledged by PUBREC, waiting for PUBCOMP.
+    pub pubrel: Vec<u16>,
+    /// Incoming QoS 2 packet ids routed and waiting for PUBREL.
+    pub inbound_qos2: HashSet<u16>,
+    /// Next packet id to try.
+    pub next_pid: u16,
+}
+
+impl SessionState {
+    /// A fresh session.
+    pub fn new(client_id: &str, expiry: u32) -> Self {
+        Self {
+            client_id: client_id.to_owned(),
+            conn: ConnId::next(),
+            expiry,
+            subs: BTreeMap::new(),
+            queue: None,
+            out_ids: HashMap::new(),
+            pubrel: Vec::new(),
+            inbound_qos2: HashSet::new(),
+            next_pid: 1,
+        }
+    }
+
+    /// The origin of everything this session publishes.
+    pub fn origin(&self) -> Origin {
+        Origin {
+            protocol: Protocol::Mqtt,
+            conn: self.conn,
+        }
+    }
+
+    /// Removes every router subscription and the offline queue.
+    pub fn discard(&mut self, router: &Router) {
+        for sub in self.subs.values_mut() {
+            if let Some(id) = sub.router_id.take() {
+                router.unsubscribe(id);
+            }
+        }
+        self.subs.clear();
+        if let Some(queue) = self.queue.take() {
+            router.remove_queue(queue.name().as_str());
+        }
+    }
+}
+
+/// A will waiting to be published, with its delay.
+#[derive(Debug, Clone)]
+pub struct PendingWill {
+    /// The will message.
+    pub message: Message,
+    /// 5.0 Will Delay Interval in seconds.
+    pub delay: u32,
+    /// Origin to publish it under.
+    pub origin: Origin,
+}
+
+/// Counters behind `$SYS/broker/...`.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Connected clients now.
+    pub connected: AtomicU64,
+    /// Most clients connected at once.
+    pub maximum: AtomicU64,
+    /// Clients whose session has expired.
+    pub expired: AtomicU64,
+    /// MQTT packets received.
+    pub msgs_received: AtomicU64,
+    /// MQTT packets sent.
+    pub msgs_sent: AtomicU64,
+    /// PUBLISH packets received.
+    pub pub_received: AtomicU64,
+    /// PUBLISH packets sent.
+    pub pub_sent: AtomicU64,
+    /// PUBLISH deliveries dropped (queue limits, outbox full, too large).
+    pub pub_dropped: AtomicU64,
+    /// Bytes received.
+    pub bytes_received: AtomicU64,
+    /// Bytes sent.
+    pub bytes_sent: AtomicU64,
+    /// Payload bytes of PUBLISH packets received.
+    pub pub_bytes_received: AtomicU64,
+    /// Payload bytes of PUBLISH packets sent.
+    pub pub_bytes_sent: AtomicU64,
+}
+
+impl Stats {
+    /// Adds `n` to a counter.
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    fn client_connected(&self) {
+        let now = self.connected.fetch_add(1, Ordering::Relaxed) + 1;
+        self.maximum.fetch_max(now, Ordering::Relaxed);
+    }
+}
+
+#[derive(Debug)]
+struct Owner {
+    kick: CancellationToken,
+    released: CancellationToken,
+    taker_clean_start: Arc<AtomicBool>,
+}
+
+#[derive(Debug, Default)]
+struct SlotInner {
+    owner: Option<Owner>,
+    stored: Option<SessionState>,
+    timers: CancellationToken,
+    dead: bool,
+}
+
+/// One client id's entry in the registry.
+#[derive(Debug, Default)]
+pub struct Slot {
+    inner: Mutex<SlotInner>,
+}
+
+/// What a connection gets when it owns a client id.
+#[derive(Debug)]
+pub struct Claim {
+    /// The client id.
+    pub client_id: String,
+    /// The registry entry.
+    pub slot: Arc<Slot>,
+    /// The session left by an earlier connection, if any.
+    pub stored: Option<SessionState>,
+    /// Cancelled when another connection takes over.
+    pub kick: CancellationToken,
+    /// Cancelled by this connection once it has let go of the slot.
+    pub released: CancellationToken,
+    /// Set by the connection that takes over: its Clean Start flag.
+    pub taker_clean_start: Arc<AtomicBool>,
+}
+
+/// Listener-wide state shared by every MQTT connection.
+#[derive(Debug)]
+pub struct Broker {
+    /// The routing core.
+    pub router: Router,
+    /// The `[mqtt]` settings.
+    pub config: Config,
+    /// `$SYS` counters.
+    pub stats: Stats,
+    /// When the listener started.
+    pub started: Instant,
+    sessions: DashMap<String, Arc<Slot>>,
+}
+
+impl Broker {
+    /// New listener state.
+    pub fn new(router: Router, config: &Config) -> Self {
+        Self {
+            router,
+            config: config.normalised(),
+            stats: Stats::default(),
+            started: Instant::now(),
+            sessions: DashMap::new(),
+        }
+    }
+
+    /// Sessions known (connected or offline persistent).
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// Takes ownership of `client_id`, kicking (and waiting for) the current owner.
+    pub async fn claim(self: &Arc<Self>, client_id: &str, clean_start: bool) -> Claim {
+        loop {
+            let slot = self
+                .sessions
+                .entry(client_id.to_owned())
+                .or_default()
+                .clone();
+            let wait = {
+                let mut inner = slot.inner.lock();
+                if inner.dead {
+                    None
+                } else if let Some(owner) = &inner.owner {
+                    owner
+                        .taker_clean_start
+                        .store(clean_start, Ordering::Relaxed);
+                    owner.kick.cancel();
+                    Some(owner.released.clone())
+                } else {
+                    inner.timers.cancel();
+                    inner.timers = CancellationToken::new();
+                    let owner = Owner {
+                        kick: CancellationToken::new(),
+                        released: CancellationToken::new(),
+                        taker_clean_start: Arc::new(AtomicBool::new(false)),
+                    };
+                    let claim = Claim {
+                        client_id: client_id.to_owned(),
+                        slot: slot.clone(),
+                        stored: inner.stored.take(),
+                        kick: owner.kick.clone(),
+                        released: owner.released.clone(),
+                        taker_clean_start: owner.taker_clean_start.clone(),
+                    };
+                    inner.owner = Some(owner);
+                    self.stats.client_connected();
+                    return claim;
+                }
+            };
+            match wait {
+                Some(released) => {
+                    // A stuck owner must not block the client for ever.
+                    let _ = tokio::time::timeout(TAKEOVER_WAIT, released.cancelled()).await;
+                }
+                None => self.remove_dead(client_id, &slot),
+            }
+        }
+    }
+
+    fn remove_dead(&self, client_id: &str, slot: &Arc<Slot>) {
+        self.sessions
+            .remove_if(client_id, |_, current| Arc::ptr_eq(current, slot));
+    }
+
+    /// Lets go of a client id. A persistent `session` is kept (and expires after its interval);
+    /// `None` ends the session. `will` is published now or after its delay.
+    pub fn release(
+        self: &Arc<Self>,
+        claim: &Claim,
+        session: Option<SessionState>,
+        will: Option<PendingWill>,
+    ) {
+        self.stats.connected.fetch_sub(1, Ordering::Relaxed);
+        let (timers, expiry) = {
+            let mut inner = claim.slot.inner.lock();
+            let expiry = session.as_ref().map(|s| s.expiry);
+            inner.stored = session;
+            inner.owner = None;
+            if inner.stored.is_none() {
+                inner.dead = true;
+            }
+            (inner.timers.clone(), expiry)
+        };
+        claim.released.cancel();
+        match expiry {
+            None => self.remove_dead(&claim.client_id, &claim.slot),
+            Some(NEVER_EXPIRES) => {}
+            Some(secs) => {
+                let id = claim.client_id.clone();
+                self.expire_later(claim.slot.clone(), id, secs, timers.clone());
+            }
+        }
+        if let Some(will) = will {
+            let session_end = expiry.unwrap_or(0);
+            self.publish_will_later(will, session_end, timers);
+        }
+    }
+
+    fn expire_later(
+        self: &Arc<Self>,
+        slot: Arc<Slot>,
+        client_id: String,
+        secs: u32,
+        timers: CancellationToken,
+    ) {
+        let broker = self.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                () = timers.cancelled() => {}
+                () = tokio::time::sleep(Duration::from_secs(u64::from(secs))) => {
+                    let stored = {
+                        let mut inner = slot.inner.lock();
+                        if inner.owner.is_some() || timers.is_cancelled() {
+                            return;
+                        }
+                        inner.dead = true;
+                        inner.stored.take()
+                    };
+                    if let Some(mut session) = stored {
+                        session.discard(&broker.router);
+                        Stats::add(&broker.stats.expired, 1);
+                    }
+                    broker.remove_dead(&client_id, &slot);
+                }
+            }
+        });
+    }
+
+    /// Publishes `will` after min(will delay, session expiry), unless the client reconnects.
+    fn publish_will_later(
+        self: &Arc<Self>,
+        will: PendingWill,
+        session_end: u32,
+        timers: CancellationToken,
+    ) {
+        let delay = will.delay.min(session_end);
+        if delay == 0 {
+            self.publish_will(&will);
+            return;
+        }
+        let broker = self.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                () = timers.cancelled() => {}
+                () = tokio::time::sleep(Duration::from_secs(u64::from(delay))) => {
+                    broker.publish_will(&will);
+                }
+            }
+        });
+    }
+
+    /// Publishes a will now.
+    pub fn publish_will(&self, will: &PendingWill) {
+        match will.message.to_envelope(will.origin) {
+            Ok(env) => {
+                self.router.publish(Arc::new(env));
+            }
+            Err(err) => tracing::debug!(%err, "will topic has no canonical subject"),
+        }
+    }
+}
