@@ -957,3 +957,303 @@ async fn session_expiry_ends_the_session() {
     })
     .await;
 }
+
+// ---- MQTT 5 properties ----------------------------------------------------------------------------
+
+#[tokio::test]
+async fn publish_properties_are_forwarded() {
+    with_server("", |addr| async move {
+        let mut s = Client::connect(addr, V5, "props-sub").await;
+        let props = Properties {
+            subscription_identifiers: vec![42],
+            ..Properties::default()
+        };
+        let opts = SubscriptionOptions::default();
+        s.subscribe_with(&[("pr/#", opts)], props).await;
+        let props = Properties {
+            subscription_identifiers: vec![7],
+            ..Properties::default()
+        };
+        s.subscribe_with(&[("pr/+", opts)], props).await;
+        let mut p = Client::connect(addr, V5, "props-pub").await;
+        let sent = Properties {
+            payload_format_indicator: Some(1),
+            message_expiry_interval: Some(100),
+            content_type: Some("application/json".into()),
+            response_topic: Some("pr/reply".into()),
+            correlation_data: Some(Bytes::from_static(b"\x00\x01")),
+            user_properties: vec![
+                ("k".into(), "v1".into()),
+                ("k".into(), "v2".into()),
+                ("z".into(), "".into()),
+            ],
+            ..Properties::default()
+        };
+        let mut packet = publish("pr/x", b"{}", QoS::AtMostOnce, false, 0);
+        if let Packet::Publish(publish) = &mut packet {
+            publish.properties = sent.clone();
+        }
+        p.send(packet).await;
+        let got = s.recv_publish().await.properties;
+        assert_eq!(got.payload_format_indicator, Some(1));
+        assert!(
+            matches!(got.message_expiry_interval, Some(99 | 100)),
+            "{got:?}"
+        );
+        assert_eq!(got.content_type, sent.content_type);
+        assert_eq!(got.response_topic, sent.response_topic);
+        assert_eq!(got.correlation_data, sent.correlation_data);
+        assert_eq!(got.user_properties, sent.user_properties);
+        let mut ids = got.subscription_identifiers;
+        ids.sort_unstable();
+        assert_eq!(ids, vec![7, 42]);
+        s.expect_silence(Duration::from_millis(150)).await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn expired_messages_are_not_delivered() {
+    with_server("", |addr| async move {
+        let mut p = Client::connect(addr, V5, "exp-pub").await;
+        let mut packet = publish("exp/r", b"short-lived", QoS::AtMostOnce, true, 0);
+        if let Packet::Publish(publish) = &mut packet {
+            publish.properties.message_expiry_interval = Some(1);
+        }
+        p.send(packet).await;
+        p.sync().await;
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        let mut s = Client::connect(addr, V5, "exp-sub").await;
+        s.subscribe("exp/#", QoS::AtMostOnce).await;
+        s.expect_silence(Duration::from_millis(200)).await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn inbound_topic_aliases() {
+    with_server("[mqtt]\ntopic_alias_maximum = 2\n", |addr| async move {
+        let mut s = Client::connect(addr, V5, "alias-sub").await;
+        s.subscribe("al/#", QoS::AtMostOnce).await;
+        let mut p = Client::connect(addr, V5, "alias-pub").await;
+        let aliased = |topic: &str, alias: u16, body: &[u8]| {
+            let mut packet = publish(topic, body, QoS::AtMostOnce, false, 0);
+            if let Packet::Publish(publish) = &mut packet {
+                publish.properties.topic_alias = Some(alias);
+            }
+            packet
+        };
+        p.send(aliased("al/one", 1, b"set")).await;
+        p.send(aliased("", 1, b"use")).await;
+        assert_eq!(s.recv_publish().await.topic, "al/one");
+        let used = s.recv_publish().await;
+        assert_eq!(
+            (used.topic.as_str(), &used.payload[..]),
+            ("al/one", &b"use"[..])
+        );
+        // Above the maximum: 0x94.
+        p.send(aliased("al/two", 3, b"x")).await;
+        assert_eq!(
+            p.recv().await,
+            Some(Packet::Disconnect(Disconnect::with_reason(0x94)))
+        );
+        // Unknown alias with an empty topic: protocol error.
+        let mut p = Client::connect(addr, V5, "alias-pub2").await;
+        p.send(aliased("", 2, b"x")).await;
+        assert_eq!(
+            p.recv().await,
+            Some(Packet::Disconnect(Disconnect::with_reason(0x82)))
+        );
+        // Alias 0: 0x94.
+        let mut p = Client::connect(addr, V5, "alias-pub3").await;
+        p.send(aliased("al/z", 0, b"x")).await;
+        assert_eq!(
+            p.recv().await,
+            Some(Packet::Disconnect(Disconnect::with_reason(0x94)))
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn outbound_topic_aliases_and_maximum_packet_size() {
+    with_server("", |addr| async move {
+        let mut req = connect(V5, "client-limits");
+        req.properties.topic_alias_maximum = Some(1);
+        req.properties.maximum_packet_size = Some(64);
+        let (mut s, _) = Client::connect_with(addr, req).await;
+        s.subscribe("oa/#", QoS::AtMostOnce).await;
+        let mut p = Client::connect(addr, V5, "oa-pub").await;
+        for body in [&b"1"[..], b"2"] {
+            p.publish("oa/first", body, QoS::AtMostOnce, false, 0).await;
+        }
+        let first = s.recv_publish().await;
+        assert_eq!(
+            (first.topic.as_str(), first.properties.topic_alias),
+            ("oa/first", Some(1))
+        );
+        let second = s.recv_publish().await;
+        assert_eq!(
+            (second.topic.as_str(), second.properties.topic_alias),
+            ("", Some(1))
+        );
+        // No alias left: the full topic.
+        p.publish("oa/second", b"3", QoS::AtMostOnce, false, 0)
+            .await;
+        let third = s.recv_publish().await;
+        assert_eq!(
+            (third.topic.as_str(), third.properties.topic_alias),
+            ("oa/second", None)
+        );
+        // Larger than the client's Maximum Packet Size: dropped as if sent.
+        p.publish("oa/first", &[b'x'; 100], QoS::AtLeastOnce, false, 9)
+            .await;
+        p.publish("oa/first", b"after", QoS::AtMostOnce, false, 0)
+            .await;
+        assert_eq!(&s.recv_publish().await.payload[..], b"after");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn client_receive_maximum_limits_inflight() {
+    with_server("", |addr| async move {
+        let mut req = connect(V5, "rm1");
+        req.properties.receive_maximum = Some(1);
+        let (mut s, _) = Client::connect_with(addr, req).await;
+        s.subscribe("rm/#", QoS::AtLeastOnce).await;
+        let mut p = Client::connect(addr, V5, "rm-pub").await;
+        for i in 0..3 {
+            p.publish_acked("rm/x", format!("{i}").as_bytes(), QoS::AtLeastOnce, false)
+                .await;
+        }
+        let first = s.recv_publish().await;
+        s.expect_silence(Duration::from_millis(200)).await;
+        s.send(Packet::PubAck(Ack::new(first.packet_id))).await;
+        let second = s.recv_publish().await;
+        assert_eq!(&second.payload[..], b"1");
+        s.expect_silence(Duration::from_millis(100)).await;
+        s.send(Packet::PubAck(Ack::new(second.packet_id))).await;
+        assert_eq!(&s.recv_publish().await.payload[..], b"2");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn server_receive_maximum_is_enforced() {
+    with_server("[mqtt]\nreceive_maximum = 2\n", |addr| async move {
+        let mut p = Client::connect(addr, V5, "flood").await;
+        for pid in 1..=2 {
+            p.publish("rx/t", b"x", QoS::ExactlyOnce, false, pid).await;
+            assert!(matches!(p.recv().await, Some(Packet::PubRec(_))));
+        }
+        p.publish("rx/t", b"x", QoS::ExactlyOnce, false, 3).await;
+        assert_eq!(
+            p.recv().await,
+            Some(Packet::Disconnect(Disconnect::with_reason(0x93)))
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn no_local_subscriptions() {
+    with_server("", |addr| async move {
+        let mut c = Client::connect(addr, V5, "nolocal").await;
+        let opts = SubscriptionOptions {
+            no_local: true,
+            ..SubscriptionOptions::default()
+        };
+        c.subscribe_with(&[("nl/#", opts)], Properties::default())
+            .await;
+        c.publish("nl/self", b"mine", QoS::AtMostOnce, false, 0)
+            .await;
+        c.sync().await;
+        c.expect_silence(Duration::from_millis(150)).await;
+        let mut other = Client::connect(addr, V5, "nolocal-other").await;
+        other
+            .publish("nl/other", b"theirs", QoS::AtMostOnce, false, 0)
+            .await;
+        assert_eq!(&c.recv_publish().await.payload[..], b"theirs");
+        // No Local on a shared subscription is a protocol error.
+        let shared = [("$share/g/nl/#", opts)];
+        let filters = shared.iter().map(|(f, o)| ((*f).to_owned(), *o)).collect();
+        c.send(Packet::Subscribe(Subscribe {
+            packet_id: 2,
+            properties: Properties::default(),
+            filters,
+        }))
+        .await;
+        assert_eq!(
+            c.recv().await,
+            Some(Packet::Disconnect(Disconnect::with_reason(0x82)))
+        );
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn shared_subscriptions_split_messages_and_skip_retained() {
+    with_server("", |addr| async move {
+        let mut p = Client::connect(addr, V5, "share-pub").await;
+        p.publish_acked("jobs/r", b"retained", QoS::AtMostOnce, true)
+            .await;
+        let mut a = Client::connect(addr, V5, "share-a").await;
+        let mut b = Client::connect(addr, V3, "share-b").await;
+        assert_eq!(
+            a.subscribe("$share/workers/jobs/#", QoS::AtLeastOnce).await,
+            1
+        );
+        assert_eq!(
+            b.subscribe("$share/workers/jobs/#", QoS::AtLeastOnce).await,
+            1
+        );
+        for i in 0..10 {
+            p.publish_acked("jobs/x", format!("{i}").as_bytes(), QoS::AtLeastOnce, false)
+                .await;
+        }
+        let mut got = Vec::new();
+        for client in [&mut a, &mut b] {
+            loop {
+                match timeout(Duration::from_millis(300), client.recv_unbounded()).await {
+                    Ok(Some(Packet::Publish(msg))) => {
+                        assert!(!msg.retain && &msg.payload[..] != b"retained");
+                        client.send(Packet::PubAck(Ack::new(msg.packet_id))).await;
+                        got.push(String::from_utf8(msg.payload.to_vec()).unwrap());
+                    }
+                    Ok(other) => panic!("{other:?}"),
+                    Err(_) => break,
+                }
+            }
+        }
+        got.sort_unstable_by_key(|s| s.parse::<u32>().unwrap());
+        assert_eq!(got, (0..10).map(|i| i.to_string()).collect::<Vec<_>>());
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn sys_topics_are_published_and_hidden_from_hash() {
+    with_server("[mqtt]\nsys_interval_secs = 1\n", |addr| async move {
+        let mut all = Client::connect(addr, V3, "hash").await;
+        all.subscribe("#", QoS::AtMostOnce).await;
+        let mut sys = Client::connect(addr, V3, "sys").await;
+        sys.subscribe("$SYS/broker/#", QoS::AtMostOnce).await;
+        let mut seen = std::collections::HashMap::new();
+        while !seen.contains_key("$SYS/broker/clients/connected")
+            || !seen.contains_key("$SYS/broker/uptime")
+        {
+            let msg = sys.recv_publish().await;
+            seen.insert(msg.topic, String::from_utf8(msg.payload.to_vec()).unwrap());
+        }
+        assert!(seen["$SYS/broker/uptime"].ends_with(" seconds"));
+        assert!(
+            seen["$SYS/broker/clients/connected"]
+                .parse::<u64>()
+                .unwrap()
+                >= 1
+        );
+        all.expect_silence(Duration::from_millis(300)).await;
+    })
+    .await;
+}
