@@ -33,6 +33,15 @@ pub enum MechanismConfig {
     Plain,
 }
 
+impl From<MechanismConfig> for crate::frame::Mechanism {
+    fn from(mechanism: MechanismConfig) -> Self {
+        match mechanism {
+            MechanismConfig::Null => Self::Null,
+            MechanismConfig::Plain => Self::Plain,
+        }
+    }
+}
+
 /// One PLAIN account.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

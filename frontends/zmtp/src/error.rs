@@ -1,22 +1,29 @@
 //! Why a ZMTP connection ends, and what (if anything) the peer is told first.
 //!
 //! libzmq closes silently on most protocol errors; it sends an ERROR command only when the
-//! security mechanism rejects the peer (the ZAP status code, `400` for bad credentials). The
-//! broker adds one more ERROR, for socket types it cannot serve, as RFC 23 recommends.
+//! security mechanism rejects the peer (the ZAP status code, `400` for bad credentials), in the
+//! mechanism's own spelling (see [`LIBZMQ_PLAIN_ERROR_NAME`]). The broker adds ERRORs for
+//! socket types it cannot serve (RFC 37 says a peer SHOULD) and for `X-Subject`, `X-Group` or
+//! `Resource` values it cannot use.
 //!
 //! # Invariants
 //! - [`SessionError::to_wire`] returns `Some` only for errors raised during the handshake,
 //!   before the peer can have been given anything else.
 
-use bytes::Bytes;
+use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::frame::{Command, FrameError};
+use crate::frame::{Command, FrameError, Mechanism};
 
 /// ERROR reason for a socket type the broker does not serve (RFC 23 reasons are VCHAR, so no
 /// spaces).
 pub const UNSUPPORTED_SOCKET_TYPE: &[u8] = b"Unsupported-Socket-Type";
 /// ERROR reason for rejected PLAIN credentials (the ZAP status libzmq sends).
 pub const AUTH_FAILED: &[u8] = b"400";
+/// How libzmq's PLAIN mechanism spells ERROR, both when it sends one and when it recognises
+/// one: its C literal `"\x05ERROR"` is read as the escape `\x05E` (`^`) followed by `RROR`,
+/// so the name-size octet is lost. A libzmq PLAIN client reports a correct `\x05ERROR` as an
+/// unexpected command instead of an authentication failure.
+pub const LIBZMQ_PLAIN_ERROR_NAME: &[u8] = b"^RROR";
 
 /// Everything that ends a session.
 #[derive(Debug, thiserror::Error)]
@@ -54,15 +61,24 @@ pub enum SessionError {
 }
 
 impl SessionError {
-    /// The ERROR command to send before closing, as the reference behaves.
-    pub fn to_wire(&self) -> Option<Command> {
+    /// The body of the ERROR command to send before closing, as libzmq's `mechanism` spells
+    /// it (see [`LIBZMQ_PLAIN_ERROR_NAME`]); `None` when libzmq closes silently.
+    pub fn to_wire(&self, mechanism: Mechanism) -> Option<Bytes> {
         let reason = match self {
             Self::AuthFailed => Bytes::from_static(AUTH_FAILED),
             Self::UnsupportedSocketType(_) => Bytes::from_static(UNSUPPORTED_SOCKET_TYPE),
             Self::InvalidProperty(name) => Bytes::from(format!("Invalid-{name}")),
             _ => return None,
         };
-        Some(Command::Error { reason })
+        let mut body = BytesMut::with_capacity(reason.len() + 8);
+        if mechanism == Mechanism::Plain {
+            body.put_slice(LIBZMQ_PLAIN_ERROR_NAME);
+            body.put_u8(reason.len() as u8);
+            body.put_slice(&reason);
+        } else {
+            Command::Error { reason }.encode_body(&mut body).ok()?;
+        }
+        Some(body.freeze())
     }
 }
 
@@ -72,19 +88,25 @@ mod tests {
 
     #[test]
     fn only_handshake_rejections_are_reported() {
-        let wire = SessionError::AuthFailed.to_wire();
+        let null = |err: SessionError| err.to_wire(Mechanism::Null);
+        let wire = null(SessionError::UnsupportedSocketType("PAIR".into()));
         assert_eq!(
-            wire,
-            Some(Command::Error {
-                reason: Bytes::from_static(b"400")
-            })
+            wire.as_deref(),
+            Some(&b"\x05ERROR\x17Unsupported-Socket-Type"[..])
         );
-        let wire = SessionError::UnsupportedSocketType("PAIR".into()).to_wire();
-        assert!(matches!(wire, Some(Command::Error { .. })));
-        let wire = SessionError::InvalidProperty("X-Subject").to_wire();
-        let reason = Bytes::from_static(b"Invalid-X-Subject");
-        assert_eq!(wire, Some(Command::Error { reason }));
-        assert_eq!(SessionError::MechanismMismatch.to_wire(), None);
-        assert_eq!(SessionError::HeartbeatTimeout.to_wire(), None);
+        let wire = null(SessionError::InvalidProperty("X-Subject"));
+        assert_eq!(
+            wire.as_deref(),
+            Some(&b"\x05ERROR\x11Invalid-X-Subject"[..])
+        );
+        assert_eq!(null(SessionError::MechanismMismatch), None);
+        assert_eq!(null(SessionError::HeartbeatTimeout), None);
+    }
+
+    #[test]
+    fn plain_errors_use_libzmq_spelling() {
+        // The exact bytes a libzmq PLAIN server sends after its ZAP handler answers 400.
+        let wire = SessionError::AuthFailed.to_wire(Mechanism::Plain);
+        assert_eq!(wire.as_deref(), Some(&b"^RROR\x03400"[..]));
     }
 }

@@ -39,11 +39,11 @@ use tokio::time::{sleep_until, timeout, Instant};
 use tokio_util::codec::Framed;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, MechanismConfig};
+use crate::config::Config;
 use crate::error::SessionError;
 use crate::frame::{
-    put_command, put_message, Command, Greeting, Inbound, Limits, Mechanism, Message, Metadata,
-    Outbound, Revision, ZmtpCodec, PING_CONTEXT_MAX,
+    put_command, put_command_body, put_message, Command, Greeting, Inbound, Limits, Mechanism,
+    Message, Metadata, Outbound, Revision, ZmtpCodec, PING_CONTEXT_MAX,
 };
 use crate::mapping::{self, broker_metadata, Defaults, PeerTarget, Role};
 
@@ -61,7 +61,7 @@ const MAX_BATCH: usize = 256;
 /// Bytes buffered per batch before the buffer is flushed.
 const MAX_BATCH_BYTES: usize = 256 * 1024;
 
-/// How long a closing session keeps writing what it already buffered.
+/// How long a closing session keeps writing what it already buffered (also the last ERROR).
 const SHUTDOWN_FLUSH: Duration = Duration::from_secs(1);
 
 /// What every session of one listener shares.
@@ -91,6 +91,7 @@ pub async fn run<S>(
         ..Limits::default()
     };
     let mut framed = Framed::new(stream, ZmtpCodec::new(limits));
+    let mechanism = listener.config.mechanism.into();
     let handshake_ivl = Duration::from_millis(listener.config.handshake_ivl_ms);
     let handshake = tokio::select! {
         () = shutdown.cancelled() => Err(SessionError::Closed),
@@ -105,9 +106,10 @@ pub async fn run<S>(
                 .await
         }
         Err(err) => {
-            if let Some(command) = err.to_wire() {
-                let sent = framed.send(Outbound::Command(command));
-                let _ = timeout(Duration::from_secs(1), sent).await;
+            if let Some(body) = err.to_wire(mechanism) {
+                put_command_body(framed.write_buffer_mut(), &body);
+                let sent = SinkExt::<Outbound>::flush(&mut framed);
+                let _ = timeout(SHUTDOWN_FLUSH, sent).await;
             }
             Err(err)
         }
@@ -167,10 +169,7 @@ async fn handshake<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let mechanism = match listener.config.mechanism {
-        MechanismConfig::Null => Mechanism::Null,
-        MechanismConfig::Plain => Mechanism::Plain,
-    };
+    let mechanism = listener.config.mechanism.into();
     framed
         .send(Outbound::Greeting(Greeting::broker(mechanism)))
         .await?;

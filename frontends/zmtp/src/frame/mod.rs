@@ -285,6 +285,12 @@ pub fn put_message<'a>(dst: &mut BytesMut, parts: impl ExactSizeIterator<Item = 
     }
 }
 
+/// Writes one command frame from an already encoded body.
+pub fn put_command_body(dst: &mut BytesMut, body: &[u8]) {
+    put_frame_header(dst, FLAG_COMMAND, body.len());
+    dst.put_slice(body);
+}
+
 /// Writes one command frame.
 pub fn put_command(dst: &mut BytesMut, command: &Command) -> Result<(), FrameError> {
     let len = command.body_len();
