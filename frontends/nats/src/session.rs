@@ -387,7 +387,7 @@ impl Session {
                     self.stats.set_pending(self.out.len());
                 }
                 Some(delivery) = self.outbox.recv(), if self.out.len() < WRITE_BATCH => {
-                    self.drain(delivery)?;
+                    self.drain(Some(delivery), WRITE_BATCH)?;
                 }
                 read = reader.read_buf(rbuf) => {
                     if read? == 0 {
@@ -407,10 +407,20 @@ impl Session {
     }
 
     /// Decodes and handles every complete op in `rbuf`.
+    ///
+    /// Deliveries already routed to this connection are moved to `out` before each op, as
+    /// nats-server queues them synchronously: a client's own messages precede the PONG of a
+    /// later PING, and a message routed before an UNSUB is still delivered.
     fn process(&mut self, rbuf: &mut BytesMut) -> Result<(), SessionError> {
         let before = self.out.len();
         while let Some(op) = self.next_op(rbuf)? {
+            if !self.outbox.is_empty() {
+                self.drain(None, usize::MAX)?;
+            }
             self.handle(op)?;
+        }
+        if !self.outbox.is_empty() {
+            self.drain(None, usize::MAX)?;
         }
         if self.out.len() > self.max_pending {
             return Err(SessionError::SlowConsumer);
@@ -692,10 +702,11 @@ impl Session {
         }
     }
 
-    /// Moves deliveries from the outbox into `out`, starting with `first`.
-    fn drain(&mut self, first: Delivery) -> Result<(), SessionError> {
+    /// Moves deliveries from the outbox into `out`, starting with `first`, until the outbox
+    /// is empty, `out` reaches `batch` bytes or [`MAX_DRAIN`] deliveries were moved.
+    fn drain(&mut self, first: Option<Delivery>, batch: usize) -> Result<(), SessionError> {
         let (mut count, mut bytes) = (0u64, 0usize);
-        let mut next = Some(first);
+        let mut next = first.or_else(|| self.outbox.try_recv());
         let mut drained = 0;
         while let Some(delivery) = next {
             if let Some(size) = self.deliver(&delivery) {
@@ -706,7 +717,7 @@ impl Session {
             if self.out.len() > self.max_pending {
                 return Err(SessionError::SlowConsumer);
             }
-            next = if drained < MAX_DRAIN && self.out.len() < WRITE_BATCH {
+            next = if drained < MAX_DRAIN && self.out.len() < batch {
                 self.outbox.try_recv()
             } else {
                 None
