@@ -2,7 +2,7 @@
 //! timers and shutdown.
 //!
 //! ```text
-//! accept ─► send greeting ─► read greeting ─► NULL: READY            ─► send READY ─► loop
+//! accept ─► send greeting ─► read greeting ─► NULL:  READY           ─► subscribe ─► READY ─► loop
 //!                                            PLAIN: HELLO ► WELCOME
 //!                                                   INITIATE
 //! ```
@@ -12,6 +12,8 @@
 //! waiting, so this never stalls a libzmq peer).
 //!
 //! # Invariants
+//! - A PULL/REP/ROUTER/REQ/DEALER peer's core subscription exists before the broker's READY
+//!   is sent: a peer whose handshake succeeded is already reachable.
 //! - Every core subscription is held by [`Subscriptions`], whose `Drop` unsubscribes it: a
 //!   session that ends for any reason leaves nothing in the router.
 //! - Deliveries wait only in the bounded outbox (`sndhwm`); a full outbox drops and counts.
@@ -126,6 +128,8 @@ pub async fn run<S>(
 struct PeerInfo {
     revision: Revision,
     role: Role,
+    /// The Socket-Type of the broker's READY, sent once the peer's subscriptions exist.
+    announce: &'static str,
     target: Option<PeerTarget>,
 }
 
@@ -198,11 +202,10 @@ where
                 .map_err(|err| SessionError::InvalidProperty(err.0))?,
         ),
     };
-    let ready = Command::Ready(broker_metadata(announce));
-    framed.send(Outbound::Command(ready)).await?;
     Ok(PeerInfo {
         revision: greeting.revision(),
         role,
+        announce,
         target,
     })
 }
@@ -418,6 +421,7 @@ struct Session<S> {
     listener: Arc<Listener>,
     origin: Origin,
     revision: Revision,
+    announce: &'static str,
     state: State,
     subscriptions: Subscriptions,
     sink: Sink,
@@ -477,6 +481,7 @@ where
             listener,
             origin,
             revision: peer.revision,
+            announce: peer.announce,
             state,
             subscriptions,
             sink,
@@ -486,7 +491,11 @@ where
         }
     }
 
+    /// Sends READY (the peer's core subscriptions already exist, so a peer that sees its
+    /// handshake succeed is already reachable), then serves the connection.
     async fn run(mut self, shutdown: &CancellationToken) -> Result<(), SessionError> {
+        let ready = Command::Ready(broker_metadata(self.announce));
+        put_command(self.framed.write_buffer_mut(), &ready)?;
         if matches!(self.state, State::Publisher) {
             self.subscribe_upstream()?;
         }
