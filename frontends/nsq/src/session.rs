@@ -10,6 +10,9 @@
 //! (2 × heartbeat interval without a command closes the connection, as nsqd's read deadline
 //! does), the broker's shutdown and a kick (the client's channel or topic was deleted).
 //!
+//! Every write has nsqd's write deadline (one heartbeat interval), so a client that stops
+//! reading is disconnected rather than holding its task.
+//!
 //! Commands run in order, one at a time, as in nsqd's IOLoop: a publish answers `OK` only
 //! after the core accepted the message. Flow control is the channel's: RDY sets the member's
 //! credit (a level, not a counter) and the durable queue never has more than that many
@@ -158,9 +161,7 @@ where
                     }
                 },
                 Some(delivery) = next_delivery(&mut self.sub) => self.deliver(delivery).await?,
-                _ = tick(&mut self.heartbeat) => {
-                    self.framed.send(Frame::response(HEARTBEAT)).await?;
-                }
+                _ = tick(&mut self.heartbeat) => self.send_frame(Frame::response(HEARTBEAT)).await?,
                 () = sleep_until(deadline) => return Ok(()),
             }
         }
@@ -169,7 +170,7 @@ where
     /// Runs one command and writes its response or error.
     async fn handle(&mut self, command: Command) -> Result<(), NsqError> {
         match self.execute(command).await {
-            Ok(Some(response)) => Ok(self.framed.send(Frame::Response(response)).await?),
+            Ok(Some(response)) => self.send_frame(Frame::Response(response)).await,
             Ok(None) => Ok(()),
             Err(err) => {
                 self.send_error(&err).await?;
@@ -183,10 +184,15 @@ where
     }
 
     async fn send_error(&mut self, err: &NsqError) -> Result<(), NsqError> {
-        if let Some(text) = err.wire() {
-            self.framed.send(Frame::Error(text)).await?;
+        match err.wire() {
+            Some(text) => self.send_frame(Frame::Error(text)).await,
+            None => Ok(()),
         }
-        Ok(())
+    }
+
+    /// Writes and flushes one frame within nsqd's write deadline.
+    async fn send_frame(&mut self, frame: Frame) -> Result<(), NsqError> {
+        within(self.settings.heartbeat, self.framed.send(frame)).await
     }
 
     async fn execute(&mut self, command: Command) -> Result<Option<Bytes>, NsqError> {
@@ -490,14 +496,17 @@ where
             self.client
                 .message_count
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            self.framed.feed(Frame::Message(frame)).await?;
+            within(
+                self.settings.heartbeat,
+                self.framed.feed(Frame::Message(frame)),
+            )
+            .await?;
             written += 1;
             if written < WRITE_BATCH {
                 next = self.sub.as_mut().and_then(|s| s.outbox.try_recv());
             }
         }
-        self.framed.flush().await?;
-        Ok(())
+        within(self.settings.heartbeat, self.framed.flush()).await
     }
 
     /// nsqd's `sample_rate`: a skipped message is consumed without being sent.
@@ -539,6 +548,21 @@ where
         }
         self.node.clients.remove(&self.conn);
     }
+}
+
+/// Runs a write under nsqd's write deadline (one heartbeat interval; none when heartbeats
+/// are disabled), so a client that stops reading cannot hold its session forever.
+async fn within<F>(deadline: Option<Duration>, write: F) -> Result<(), NsqError>
+where
+    F: std::future::Future<Output = std::io::Result<()>>,
+{
+    let written = match deadline {
+        Some(deadline) => tokio::time::timeout(deadline, write)
+            .await
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))?,
+        None => write.await,
+    };
+    Ok(written?)
 }
 
 /// The next delivery of a subscribed client; never resolves otherwise.
