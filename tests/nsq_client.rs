@@ -135,3 +135,25 @@ async fn nats_publishers_reach_nsq_channels() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn nsq_publishers_reach_nats_subscribers() {
+    run(async {
+        let server = TestServer::start("").await;
+        let nats = async_nats::connect(server.nats.to_string()).await.unwrap();
+        let mut sub = nats.subscribe("metrics.cpu").await.unwrap();
+        nats.flush().await.unwrap();
+        let mut producer = producer(&server).await;
+        producer
+            .publish(&NSQTopic::new("metrics.cpu").unwrap(), b"42".to_vec())
+            .await
+            .unwrap();
+        acked(&mut producer).await;
+        let msg = timeout(STEP, futures::StreamExt::next(&mut sub))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(msg.payload.as_ref(), b"42");
+    })
+    .await;
+}
