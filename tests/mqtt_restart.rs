@@ -84,3 +84,81 @@ async fn retained_messages_survive_a_restart_on_disk() {
     .await
     .expect("test timed out");
 }
+
+/// Connects a persistent 3.1.1 session; returns the client, its event loop and Session Present.
+async fn persistent(addr: std::net::SocketAddr) -> (AsyncClient, rumqttc::EventLoop, bool) {
+    let mut options = MqttOptions::new("restart-persist", addr.ip().to_string(), addr.port());
+    options.set_clean_session(false);
+    let (client, mut eventloop) = AsyncClient::new(options, 16);
+    loop {
+        let event = timeout(STEP, eventloop.poll()).await.unwrap().unwrap();
+        if let Event::Incoming(Packet::ConnAck(ack)) = event {
+            return (client, eventloop, ack.session_present);
+        }
+    }
+}
+
+async fn publish_acked(addr: std::net::SocketAddr, topic: &str, bodies: &[&str]) {
+    let options = MqttOptions::new("restart-ctl", addr.ip().to_string(), addr.port());
+    let (client, mut eventloop) = AsyncClient::new(options, 16);
+    for body in bodies {
+        client
+            .publish(topic, QoS::AtLeastOnce, false, *body)
+            .await
+            .unwrap();
+    }
+    let mut acked = 0;
+    while acked < bodies.len() {
+        if let Event::Incoming(Packet::PubAck(_)) =
+            timeout(STEP, eventloop.poll()).await.unwrap().unwrap()
+        {
+            acked += 1;
+        }
+    }
+    client.disconnect().await.unwrap();
+    while timeout(STEP, eventloop.poll()).await.unwrap().is_ok() {}
+}
+
+#[tokio::test]
+async fn persistent_session_survives_a_restart_on_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = "[mqtt]\nsys_interval_secs = 0\n";
+    timeout(Duration::from_secs(60), async {
+        let server = TestServer::start_disk(dir.path(), config).await;
+        let (client, mut eventloop, present) = persistent(server.mqtt).await;
+        assert!(!present);
+        client
+            .subscribe("orders/#", QoS::AtLeastOnce)
+            .await
+            .unwrap();
+        loop {
+            if let Event::Incoming(Packet::SubAck(_)) =
+                timeout(STEP, eventloop.poll()).await.unwrap().unwrap()
+            {
+                break;
+            }
+        }
+        client.disconnect().await.unwrap();
+        while timeout(STEP, eventloop.poll()).await.unwrap().is_ok() {}
+        publish_acked(server.mqtt, "orders/1", &["before-restart"]).await;
+        server.stop().await;
+
+        let server = TestServer::start_disk(dir.path(), config).await;
+        // The subscription was restored: this is queued while the client is still away.
+        publish_acked(server.mqtt, "orders/2", &["after-restart"]).await;
+        let (_client, mut eventloop, present) = persistent(server.mqtt).await;
+        assert!(present);
+        let mut got = Vec::new();
+        while got.len() < 2 {
+            if let Event::Incoming(Packet::Publish(p)) =
+                timeout(STEP, eventloop.poll()).await.unwrap().unwrap()
+            {
+                got.push(String::from_utf8(p.payload.to_vec()).unwrap());
+            }
+        }
+        assert_eq!(got, ["before-restart", "after-restart"]);
+        server.stop().await;
+    })
+    .await
+    .expect("test timed out");
+}

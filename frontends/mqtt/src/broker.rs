@@ -21,15 +21,22 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use dashmap::DashMap;
 use parking_lot::Mutex;
 use polymq_core::queue::DurableQueue;
-use polymq_core::{ConnId, Filter, MessageId, Origin, Protocol, Router, SubscriptionId};
+use polymq_core::subject::mqtt::{filter_to_filter, parse_shared};
+use polymq_core::{
+    ConnId, Filter, MessageId, Origin, Protocol, Router, StoreError, SubscriptionId,
+    SubscriptionSpec,
+};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::frame::SubscriptionOptions;
 use crate::mapping::Message;
+use crate::persist::{self, StoredSession, StoredSub, SESSION_META};
 
 /// How long a new connection waits for the connection it takes over to let go.
 const TAKEOVER_WAIT: Duration = Duration::from_secs(5);
@@ -96,6 +103,57 @@ impl SessionState {
         Origin {
             protocol: Protocol::Mqtt,
             conn: self.conn,
+        }
+    }
+
+    /// The durable queue name of a persistent session.
+    pub fn queue_name(client_id: &str) -> String {
+        format!("mqtt/{client_id}")
+    }
+
+    /// Subscribes `filter` into the session's queue (non-shared) or leaves it to be registered
+    /// on connect (shared); `None` when the filter has no canonical form.
+    fn restore_sub(&self, router: &Router, stored: &StoredSub) -> Option<Sub> {
+        let (share, inner) = match parse_shared(&stored.filter).ok()? {
+            Some((name, inner)) => (Some(Arc::<str>::from(name)), inner),
+            None => (None, stored.filter.clone()),
+        };
+        let filter = filter_to_filter(&inner).ok()?;
+        let router_id = match (&share, &self.queue) {
+            (None, Some(queue)) => {
+                let spec = SubscriptionSpec {
+                    filter: filter.clone(),
+                    group: None,
+                    origin: self.origin(),
+                    no_local: stored.options.no_local,
+                };
+                Some(router.subscribe_queue(spec, queue.clone()))
+            }
+            _ => None,
+        };
+        Some(Sub {
+            options: stored.options,
+            sub_id: stored.sub_id,
+            filter,
+            share,
+            router_id,
+        })
+    }
+
+    /// The stored form of this session.
+    fn to_stored(&self) -> StoredSession {
+        let subs = self
+            .subs
+            .iter()
+            .map(|(filter, sub)| StoredSub {
+                filter: filter.clone(),
+                options: sub.options,
+                sub_id: sub.sub_id,
+            })
+            .collect();
+        StoredSession {
+            expiry: self.expiry,
+            subs,
         }
     }
 
@@ -215,17 +273,85 @@ pub struct Broker {
     /// When the listener started.
     pub started: Instant,
     sessions: DashMap<String, Arc<Slot>>,
+    meta: Option<mpsc::UnboundedSender<(String, Option<Bytes>)>>,
 }
 
 impl Broker {
-    /// New listener state.
+    /// New listener state. Must be called inside a tokio runtime: with a durable store a
+    /// writer task keeps session metadata writes in order.
     pub fn new(router: Router, config: &Config) -> Self {
+        let meta = router.store().is_durable().then(|| {
+            let (tx, mut rx) = mpsc::unbounded_channel::<(String, Option<Bytes>)>();
+            let store = router.store().clone();
+            tokio::spawn(async move {
+                while let Some((key, value)) = rx.recv().await {
+                    if let Err(err) = store.put_meta(&key, value).await {
+                        tracing::error!(%key, %err, "persisting MQTT session failed");
+                    }
+                }
+            });
+            tx
+        });
         Self {
             router,
             config: config.normalised(),
             stats: Stats::default(),
             started: Instant::now(),
             sessions: DashMap::new(),
+            meta,
+        }
+    }
+
+    /// Loads the persistent sessions a durable store kept across a restart; they are offline
+    /// until their clients reconnect, and expire as usual.
+    pub async fn recover(self: &Arc<Self>) -> Result<(), StoreError> {
+        if self.meta.is_none() {
+            return Ok(());
+        }
+        for (key, value) in self.router.store().load_meta(SESSION_META).await? {
+            let client_id = key.trim_start_matches(SESSION_META).to_owned();
+            let Some(stored) = persist::decode(value) else {
+                tracing::warn!(%key, "skipping undecodable MQTT session");
+                continue;
+            };
+            let mut session = SessionState::new(&client_id, stored.expiry);
+            session.queue = Some(
+                self.router
+                    .durable_queue(&SessionState::queue_name(&client_id)),
+            );
+            for sub in &stored.subs {
+                if let Some(restored) = session.restore_sub(&self.router, sub) {
+                    session.subs.insert(sub.filter.clone(), restored);
+                }
+            }
+            let slot = Arc::new(Slot::default());
+            let timers = slot.inner.lock().timers.clone();
+            slot.inner.lock().stored = Some(session);
+            self.sessions.insert(client_id.clone(), slot.clone());
+            if stored.expiry != NEVER_EXPIRES {
+                self.expire_later(slot, client_id, stored.expiry, timers);
+            }
+        }
+        Ok(())
+    }
+
+    /// Records a persistent session's subscriptions and expiry (durable stores only).
+    pub fn save_session(&self, session: &SessionState) {
+        if session.queue.is_none() || session.expiry == 0 {
+            return;
+        }
+        if let Some(meta) = &self.meta {
+            let key = format!("{SESSION_META}{}", session.client_id);
+            let _ = meta.send((key, Some(persist::encode(&session.to_stored()))));
+        }
+    }
+
+    /// Ends a session for good: router subscriptions, queue and stored record.
+    pub fn end_session(&self, session: &mut SessionState) {
+        let persisted = session.queue.is_some();
+        session.discard(&self.router);
+        if let (true, Some(meta)) = (persisted, &self.meta) {
+            let _ = meta.send((format!("{SESSION_META}{}", session.client_id), None));
         }
     }
 
@@ -343,7 +469,7 @@ impl Broker {
                         inner.stored.take()
                     };
                     if let Some(mut session) = stored {
-                        session.discard(&broker.router);
+                        broker.end_session(&mut session);
                         Stats::add(&broker.stats.expired, 1);
                     }
                     broker.remove_dead(&client_id, &slot);

@@ -9,6 +9,8 @@
 //!   sessions (durable queue `mqtt/<client-id>`), session expiry, delayed wills, `$SYS`
 //!   counters.
 //! - [`sys`]: the `$SYS/broker/...` publisher.
+//! - [`persist`]: the stored form of persistent sessions (store metadata
+//!   `mqtt/session/<client-id>`), so they survive a restart with the disk backend.
 //! - [`error`]: why a session ends and the DISCONNECT reason code a 5.0 client gets.
 //! - [`config`]: the `[mqtt]` section of config.toml.
 //!
@@ -28,6 +30,7 @@ pub mod config;
 pub mod error;
 pub mod frame;
 pub mod mapping;
+pub mod persist;
 pub mod session;
 pub mod sys;
 
@@ -48,6 +51,9 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let broker = Arc::new(Broker::new(router, &config));
+    if let Err(err) = broker.recover().await {
+        tracing::error!(%err, "recovering MQTT sessions failed");
+    }
     if broker.config.sys_interval_secs > 0 {
         tokio::spawn(sys::publish_loop(broker.clone(), shutdown.clone()));
     }

@@ -344,7 +344,7 @@ where
         let mut stored = claim.stored.take();
         if connect.clean_start {
             if let Some(mut old) = stored.take() {
-                old.discard(&broker.router);
+                broker.end_session(&mut old);
             }
         }
         let session_present = stored.is_some();
@@ -442,9 +442,10 @@ where
             }
         }
         if self.session.expiry > 0 && self.session.queue.is_none() {
-            let name = format!("mqtt/{}", self.session.client_id);
+            let name = SessionState::queue_name(&self.session.client_id);
             self.session.queue = Some(self.broker.router.durable_queue(&name));
         }
+        self.broker.save_session(&self.session);
         if let Some(queue) = &self.session.queue {
             let member = queue.attach(self.sink.clone(), QUEUE_SUB);
             member.set_msg_timeout(NO_TIMEOUT);
@@ -863,6 +864,7 @@ where
                 reason::NO_SUBSCRIPTION_EXISTED
             });
         }
+        self.broker.save_session(&self.session);
         if !self.v.is_v5() {
             codes.clear();
         }
@@ -1124,9 +1126,10 @@ where
             (false, _) => will,
         };
         let kept = if ends {
-            self.session.discard(&self.broker.router);
+            self.broker.end_session(&mut self.session);
             None
         } else {
+            self.broker.save_session(&self.session);
             for sub in self.session.subs.values_mut().filter(|s| s.share.is_some()) {
                 if let Some(id) = sub.router_id.take() {
                     self.broker.router.unsubscribe(id);
