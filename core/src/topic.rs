@@ -231,7 +231,7 @@ impl Topic {
     }
 
     /// Moves buffered messages to the channels, unless paused or channel-less.
-    fn flush_buffer(&self) {
+    pub(crate) fn flush_buffer(&self) {
         let Some(channels) = self.targets() else {
             return;
         };

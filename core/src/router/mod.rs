@@ -488,6 +488,11 @@ impl Router {
                 target.restore(records);
             }
         }
+        // A crash between "first channel created" and "buffer handed over" leaves messages in
+        // the buffer of a topic that has channels: hand them over now.
+        for topic in self.inner.topics.iter() {
+            topic.flush_buffer();
+        }
         Ok(())
     }
 
