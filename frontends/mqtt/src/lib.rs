@@ -62,11 +62,11 @@ pub async fn serve(
         listener,
         shutdown,
         max_connections,
-        move |stream, _peer, token| {
+        move |stream, peer, token| {
             let broker = broker.clone();
             async move {
                 let _ = stream.set_nodelay(true);
-                session::run(broker, stream, token).await;
+                session::run(broker, stream, peer, token).await;
             }
         },
     )

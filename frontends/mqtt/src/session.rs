@@ -25,6 +25,7 @@
 //! - Nothing here awaits another client; the outbox is drained with `try_recv` into one write.
 
 use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,7 +35,9 @@ use polymq_core::envelope::now_ns;
 use polymq_core::outbox::{outbox, Delivery, Outbox, Overflow, Sink};
 use polymq_core::queue::Member;
 use polymq_core::subject::mqtt::{filter_to_filter, parse_shared};
-use polymq_core::{Envelope, MessageId, Protocol, Subject, SubscriptionId, SubscriptionSpec};
+use polymq_core::{
+    Envelope, MessageId, Protocol, RouteError, Subject, SubscriptionId, SubscriptionSpec,
+};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio_util::codec::Decoder;
 use tokio_util::sync::CancellationToken;
@@ -100,7 +103,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Io<S> {
 }
 
 /// Serves one client connection until it ends.
-pub async fn run<S>(broker: Arc<Broker>, stream: S, shutdown: CancellationToken)
+#[tracing::instrument(skip_all, fields(proto = "mqtt", %peer, client_id))]
+pub async fn run<S>(broker: Arc<Broker>, stream: S, peer: SocketAddr, shutdown: CancellationToken)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -340,6 +344,7 @@ where
         plan: Plan,
     ) -> Result<Self, Refused<S>> {
         let v = connect.protocol;
+        tracing::Span::current().record("client_id", plan.client_id.as_str());
         let mut claim = broker.claim(&plan.client_id, connect.clean_start).await;
         let mut stored = claim.stored.take();
         if connect.clean_start {
@@ -649,7 +654,15 @@ where
         let routed = if message.qos == QoS::AtMostOnce {
             self.broker.router.publish(env)
         } else {
-            self.broker.router.publish_durable(env).await?
+            match self.broker.router.publish_durable(env).await {
+                Ok(routed) => routed,
+                // A 5.0 client is told and may retry; a 3.1.x one can only reconnect and resend.
+                Err(RouteError::QueueFull(_)) if self.v.is_v5() => {
+                    return Ok(reason::QUOTA_EXCEEDED)
+                }
+                Err(_) if self.v.is_v5() => return Ok(reason::UNSPECIFIED_ERROR),
+                Err(err) => return Err(err.into()),
+            }
         };
         let unmatched = routed.matched() == 0;
         Ok(if self.v.is_v5() && unmatched {
