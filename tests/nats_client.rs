@@ -320,16 +320,20 @@ async fn five_hundred_concurrent_connections() {
     timeout(STEP * 6, async {
         let server = TestServer::start("").await;
         let url = server.nats.to_string();
-        let connects = (0..500).map(|_| {
-            let url = url.clone();
-            async move {
-                let nc = async_nats::connect(url).await.unwrap();
-                let sub = nc.subscribe("broadcast").await.unwrap();
-                nc.flush().await.unwrap();
-                (nc, sub)
-            }
-        });
-        let clients = futures::future::join_all(connects).await;
+        // Waves of 100 keep within the listener's accept backlog; all 500 stay connected.
+        let mut clients = Vec::new();
+        for _ in 0..5 {
+            let wave = (0..100).map(|_| {
+                let url = url.clone();
+                async move {
+                    let nc = async_nats::connect(url).await.unwrap();
+                    let sub = nc.subscribe("broadcast").await.unwrap();
+                    nc.flush().await.unwrap();
+                    (nc, sub)
+                }
+            });
+            clients.extend(futures::future::join_all(wave).await);
+        }
         let varz: serde_json::Value = reqwest::get(format!("http://{}/varz", server.admin))
             .await
             .unwrap()

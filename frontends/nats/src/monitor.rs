@@ -226,6 +226,10 @@ struct Inner {
     server_id: String,
     start: SystemTime,
     settings: RwLock<Settings>,
+    /// Held for writing while a closing connection's counters move into `closed`, and for
+    /// reading while a snapshot sums `closed` and the live connections, so a snapshot counts
+    /// every connection exactly once.
+    registry: RwLock<()>,
     conns: DashMap<u64, Arc<ConnStats>>,
     live: AtomicUsize,
     closed: Totals,
@@ -244,6 +248,7 @@ impl Default for Inner {
             server_id: generate_server_id(),
             start: SystemTime::now(),
             settings: RwLock::new(Settings::default()),
+            registry: RwLock::new(()),
             conns: DashMap::new(),
             live: AtomicUsize::new(0),
             closed: Totals::default(),
@@ -304,6 +309,7 @@ impl Monitor {
 
     /// Deregisters a connection, folding its counters into the closed totals.
     pub fn close_connection(&self, stats: &ConnStats) {
+        let _registry = self.inner.registry.write();
         if self.inner.conns.remove(&stats.cid).is_none() {
             return;
         }
@@ -365,19 +371,21 @@ impl Monitor {
         conns
     }
 
-    fn totals(&self, conns: &[Arc<ConnStats>]) -> [u64; 4] {
+    /// The live connections and the server-wide `[in_msgs, in_bytes, out_msgs, out_bytes]`,
+    /// taken together so no connection is counted twice or missed.
+    fn snapshot(&self) -> (Vec<Arc<ConnStats>>, [u64; 4]) {
+        let _registry = self.inner.registry.read();
+        let conns = self.live();
         let read = |t: &Totals| {
             [&t.in_msgs, &t.in_bytes, &t.out_msgs, &t.out_bytes].map(|a| a.load(Ordering::Relaxed))
         };
-        conns
-            .iter()
-            .map(|c| read(&c.totals))
-            .fold(read(&self.inner.closed), |mut acc, one| {
-                for (a, b) in acc.iter_mut().zip(one) {
-                    *a += b;
-                }
-                acc
-            })
+        let mut totals = read(&self.inner.closed);
+        for conn in &conns {
+            for (sum, value) in totals.iter_mut().zip(read(&conn.totals)) {
+                *sum += value;
+            }
+        }
+        (conns, totals)
     }
 }
 
@@ -456,8 +464,7 @@ struct SlowConsumerStats {
 async fn varz(State(monitor): State<Monitor>) -> Json<Varz> {
     monitor.count_request("/varz");
     let settings = monitor.settings();
-    let conns = monitor.live();
-    let [in_msgs, in_bytes, out_msgs, out_bytes] = monitor.totals(&conns);
+    let (conns, [in_msgs, in_bytes, out_msgs, out_bytes]) = monitor.snapshot();
     let now = SystemTime::now();
     let inner = &monitor.inner;
     let cores = std::thread::available_parallelism().map_or(1, usize::from);
@@ -1003,7 +1010,7 @@ mod tests {
         monitor.close_connection(&a);
         monitor.close_connection(&a);
         assert_eq!(monitor.connections(), 1);
-        assert_eq!(monitor.totals(&monitor.live()), [1, 10, 2, 7]);
+        assert_eq!(monitor.snapshot().1, [1, 10, 2, 7]);
         assert!(monitor.open_connection(4, peer, 2).is_some());
     }
 
