@@ -124,18 +124,18 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         });
     }
     if config.nsq.enabled {
+        let node = polymq_nsq::Node::new(router.clone(), Arc::new(config.nsq.clone()));
         let (listener, addr) = bind("nsq tcp", &config.nsq.tcp_listen).await?;
         addrs.nsq_tcp = Some(addr);
-        let cfg = Arc::new(config.nsq.clone());
-        let (r, c, stop) = (router.clone(), cfg.clone(), shutdown.clone());
-        tasks.spawn(async move { ("nsq", polymq_nsq::serve(listener, r, c, stop).await) });
+        let (n, stop) = (node.clone(), shutdown.clone());
+        tasks.spawn(async move { ("nsq", polymq_nsq::serve(listener, n, stop).await) });
         let (listener, addr) = bind("nsq http", &config.nsq.http_listen).await?;
         addrs.nsq_http = Some(addr);
-        let (r, stop) = (router.clone(), shutdown.clone());
+        let stop = shutdown.clone();
         tasks.spawn(async move {
             (
                 "nsq http",
-                polymq_nsq::serve_http(listener, r, cfg, stop).await,
+                polymq_nsq::serve_http(listener, node, stop).await,
             )
         });
     }
@@ -203,6 +203,7 @@ impl Running {
             tracing::warn!("grace period over; aborting remaining connections");
             self.tasks.abort_all();
         }
+        self.router.flush().await;
         self.router.store().persist(PersistMode::SyncAll).await
     }
 }

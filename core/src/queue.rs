@@ -29,6 +29,7 @@ use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot, Notify};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::envelope::{now_ns, Envelope, MessageId};
 use crate::error::RouteError;
@@ -181,6 +182,26 @@ enum WriteCmd {
     Release(Offset),
 }
 
+/// The store behind queues and topics, and the tracker of their one-shot background writes
+/// (metadata, queue removal) so that shutdown can wait for them.
+#[derive(Debug, Clone)]
+pub struct Backing {
+    /// The storage backend.
+    pub store: Arc<dyn Store>,
+    /// One-shot store writes in flight.
+    pub background: TaskTracker,
+}
+
+impl Backing {
+    /// Runs a one-shot store write in the background, tracked for shutdown.
+    pub(crate) fn spawn<F>(&self, write: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        self.background.spawn(write);
+    }
+}
+
 /// Callback run when the last member of an ephemeral queue detaches.
 pub(crate) type OnAbandoned = Box<dyn Fn() + Send + Sync>;
 
@@ -199,6 +220,10 @@ pub struct DurableQueue {
     timeout_count: AtomicU64,
     next_member_id: AtomicU64,
     on_abandoned: Mutex<Option<OnAbandoned>>,
+    /// Metadata key under which the pause flag is persisted (NSQ channels).
+    meta_key: Mutex<Option<String>>,
+    /// One-shot store writes, awaited by [`crate::Router::flush`] at shutdown.
+    background: TaskTracker,
 }
 
 impl std::fmt::Debug for DurableQueue {
@@ -214,10 +239,11 @@ impl DurableQueue {
     /// Must be called inside a tokio runtime.
     pub fn new(
         name: QueueName,
-        store: &Arc<dyn Store>,
+        backing: &Backing,
         config: QueueConfig,
         ephemeral: bool,
     ) -> Arc<Self> {
+        let store = &backing.store;
         let durable = store.is_durable() && !ephemeral;
         let (writer, writer_rx) = if durable {
             let (tx, rx) = mpsc::channel(WRITER_CAPACITY);
@@ -239,6 +265,8 @@ impl DurableQueue {
             timeout_count: AtomicU64::new(0),
             next_member_id: AtomicU64::new(1),
             on_abandoned: Mutex::new(None),
+            meta_key: Mutex::new(None),
+            background: backing.background.clone(),
         });
         tokio::spawn(timer_loop(
             Arc::downgrade(&queue),
@@ -416,16 +444,46 @@ impl DurableQueue {
         }
     }
 
+    /// Persists the pause flag under `key` from now on (a durable store only).
+    pub(crate) fn set_meta_key(&self, key: String) {
+        *self.meta_key.lock() = Some(key);
+    }
+
     /// Stops delivery; messages keep queueing.
     pub fn pause(&self) {
         self.state.lock().paused = true;
+        self.persist_paused(true);
     }
 
     /// Resumes delivery.
     pub fn unpause(&self) {
-        let mut st = self.state.lock();
-        st.paused = false;
-        self.dispatch(&mut st);
+        {
+            let mut st = self.state.lock();
+            st.paused = false;
+            self.dispatch(&mut st);
+        }
+        self.persist_paused(false);
+    }
+
+    /// Restores the pause flag read back from metadata, without writing it again.
+    pub(crate) fn restore_paused(&self, paused: bool) {
+        self.state.lock().paused = paused;
+    }
+
+    fn persist_paused(&self, paused: bool) {
+        let (Some(store), Some(key)) = (self.store.clone(), self.meta_key.lock().clone()) else {
+            return;
+        };
+        let value = if paused {
+            Bytes::from_static(b"paused")
+        } else {
+            Bytes::new()
+        };
+        self.background.spawn(async move {
+            if let Err(err) = store.put_meta(&key, Some(value)).await {
+                tracing::error!(%key, %err, "persisting the pause flag failed");
+            }
+        });
     }
 
     /// True while paused.

@@ -12,8 +12,11 @@ use crate::router::tests::NullStore;
 use crate::subject::Subject;
 
 fn queue(config: QueueConfig) -> Arc<DurableQueue> {
-    let store: Arc<dyn Store> = Arc::new(NullStore);
-    DurableQueue::new(QueueName::new("q"), &store, config, false)
+    let backing = Backing {
+        store: Arc::new(NullStore),
+        background: Default::default(),
+    };
+    DurableQueue::new(QueueName::new("q"), &backing, config, false)
 }
 
 fn short() -> QueueConfig {

@@ -26,9 +26,9 @@ use parking_lot::RwLock;
 
 use crate::envelope::Envelope;
 use crate::error::RouteError;
-use crate::queue::{DurableQueue, QueueConfig, QueueStats};
+use crate::queue::{Backing, DurableQueue, QueueConfig, QueueStats};
 use crate::router::{RouterInner, SubscriptionId};
-use crate::store::{QueueName, Store};
+use crate::store::QueueName;
 use crate::subject::{nsq, Subject, SubjectError};
 
 /// Metadata key prefix of persisted topics.
@@ -63,7 +63,7 @@ pub struct Topic {
     paused: AtomicBool,
     message_count: AtomicU64,
     message_bytes: AtomicU64,
-    store: Arc<dyn Store>,
+    backing: Backing,
     config: QueueConfig,
     router: Weak<RouterInner>,
     index_id: SubscriptionId,
@@ -80,7 +80,7 @@ impl std::fmt::Debug for Topic {
 impl Topic {
     pub(crate) fn new(
         name: &str,
-        store: &Arc<dyn Store>,
+        backing: &Backing,
         config: QueueConfig,
         router: Weak<RouterInner>,
         index_id: SubscriptionId,
@@ -89,7 +89,7 @@ impl Topic {
         let ephemeral = nsq::is_ephemeral(name);
         let buffer = DurableQueue::new(
             QueueName::new(&format!("nsq/{name}")),
-            store,
+            backing,
             config.clone(),
             ephemeral,
         );
@@ -102,7 +102,7 @@ impl Topic {
             paused: AtomicBool::new(false),
             message_count: AtomicU64::new(0),
             message_bytes: AtomicU64::new(0),
-            store: store.clone(),
+            backing: backing.clone(),
             config,
             router,
             index_id,
@@ -217,7 +217,10 @@ impl Topic {
     fn new_channel(self: &Arc<Self>, name: &str) -> Arc<DurableQueue> {
         let ephemeral = self.ephemeral || nsq::is_ephemeral(name);
         let queue_name = QueueName::new(&format!("nsq/{}/{name}", self.name));
-        let channel = DurableQueue::new(queue_name, &self.store, self.config.clone(), ephemeral);
+        let channel = DurableQueue::new(queue_name, &self.backing, self.config.clone(), ephemeral);
+        if !ephemeral {
+            channel.set_meta_key(format!("{CHANNEL_META}{}/{name}", self.name));
+        }
         if nsq::is_ephemeral(name) {
             let topic = Arc::downgrade(self);
             let channel_name = name.to_owned();
@@ -265,9 +268,7 @@ impl Topic {
         channel.empty();
         channel.close();
         if channel.is_durable() {
-            let store = self.store.clone();
-            let queue = channel.name().clone();
-            tokio::spawn(async move { store.remove_queue(&queue).await });
+            self.remove_stored(channel.name().clone());
         }
         if !self.ephemeral && !nsq::is_ephemeral(name) {
             self.persist_meta(format!("{CHANNEL_META}{}/{name}", self.name), None);
@@ -337,13 +338,22 @@ impl Topic {
     }
 
     fn persist_meta(&self, key: String, value: Option<Bytes>) {
-        if !self.store.is_durable() {
+        if !self.backing.store.is_durable() {
             return;
         }
-        let store = self.store.clone();
-        tokio::spawn(async move {
+        let store = self.backing.store.clone();
+        self.backing.spawn(async move {
             if let Err(err) = store.put_meta(&key, value).await {
                 tracing::error!(%key, %err, "persisting topic metadata failed");
+            }
+        });
+    }
+
+    fn remove_stored(&self, queue: QueueName) {
+        let store = self.backing.store.clone();
+        self.backing.spawn(async move {
+            if let Err(err) = store.remove_queue(&queue).await {
+                tracing::error!(%queue, %err, "removing a stored queue failed");
             }
         });
     }
@@ -357,9 +367,7 @@ impl Topic {
         self.buffer.empty();
         self.buffer.close();
         if self.buffer.is_durable() {
-            let store = self.store.clone();
-            let queue = self.buffer.name().clone();
-            tokio::spawn(async move { store.remove_queue(&queue).await });
+            self.remove_stored(self.buffer.name().clone());
         }
         if !self.ephemeral {
             self.persist_meta(format!("{TOPIC_META}{}", self.name), None);

@@ -27,12 +27,13 @@ use std::sync::Arc;
 
 use dashmap::DashMap;
 use parking_lot::RwLock;
+use tokio_util::task::TaskTracker;
 
 use crate::envelope::{Envelope, Origin};
 use crate::error::RouteError;
 use crate::metrics::Metrics;
 use crate::outbox::{Delivery, Offer, Sink};
-use crate::queue::{DurableQueue, QueueConfig};
+use crate::queue::{Backing, DurableQueue, QueueConfig};
 use crate::record;
 use crate::store::{QueueName, Store, StoreError};
 use crate::subject::{Filter, Subject, SubjectError};
@@ -170,7 +171,7 @@ pub(crate) struct RouterInner {
     topics: DashMap<String, Arc<Topic>>,
     queues: DashMap<String, Arc<DurableQueue>>,
     retained: DashMap<Subject, Arc<Envelope>>,
-    store: Arc<dyn Store>,
+    backing: Backing,
     metrics: Arc<Metrics>,
 }
 
@@ -198,7 +199,10 @@ impl Router {
             topics: DashMap::new(),
             queues: DashMap::new(),
             retained: DashMap::new(),
-            store,
+            backing: Backing {
+                store,
+                background: TaskTracker::new(),
+            },
             metrics: Arc::new(Metrics::default()),
         };
         Self {
@@ -221,7 +225,16 @@ impl Router {
 
     /// The storage backend.
     pub fn store(&self) -> &Arc<dyn Store> {
-        &self.inner.store
+        &self.inner.backing.store
+    }
+
+    /// Waits for background store writes (metadata, retained messages, queue removals) to
+    /// finish; call before persisting at shutdown.
+    pub async fn flush(&self) {
+        let background = &self.inner.backing.background;
+        background.close();
+        background.wait().await;
+        background.reopen();
     }
 
     /// Subscribes a session outbox: a plain subscription, or a member of `spec.group`.
@@ -446,15 +459,19 @@ impl Router {
             queue.empty();
             queue.close();
             if queue.is_durable() {
-                let store = self.inner.store.clone();
+                let store = self.inner.backing.store.clone();
                 let queue_name = queue.name().clone();
-                tokio::spawn(async move { store.remove_queue(&queue_name).await });
+                self.inner.backing.spawn(async move {
+                    if let Err(err) = store.remove_queue(&queue_name).await {
+                        tracing::error!(queue = %queue_name, %err, "removing a stored queue failed");
+                    }
+                });
             }
         }
     }
 
     async fn recover(&self) -> Result<(), StoreError> {
-        let store = self.inner.store.clone();
+        let store = self.inner.backing.store.clone();
         if !store.is_durable() {
             return Ok(());
         }
@@ -473,10 +490,12 @@ impl Router {
                 topic.restore_paused(value.as_ref() == b"paused");
             }
         }
-        for (key, _) in store.load_meta(CHANNEL_META).await? {
+        for (key, value) in store.load_meta(CHANNEL_META).await? {
             if let Some((topic, channel)) = key.trim_start_matches(CHANNEL_META).split_once('/') {
                 if let Ok(topic) = self.inner.topic(topic) {
-                    topic.channel(channel);
+                    topic
+                        .channel(channel)
+                        .restore_paused(value.as_ref() == b"paused");
                 }
             }
         }
@@ -594,9 +613,9 @@ impl RouterInner {
             self.retained.insert(msg.subject.clone(), msg.clone());
             Some(record::encode(msg, 0))
         };
-        if self.store.is_durable() {
-            let store = self.store.clone();
-            tokio::spawn(async move {
+        if self.backing.store.is_durable() {
+            let store = self.backing.store.clone();
+            self.backing.spawn(async move {
                 if let Err(err) = store.put_meta(&key, value).await {
                     tracing::error!(%key, %err, "persisting retained message failed");
                 }
@@ -611,7 +630,7 @@ impl RouterInner {
         let id = self.next_id();
         let fresh = Topic::new(
             name,
-            &self.store,
+            &self.backing,
             self.config.queue.clone(),
             Arc::downgrade(self),
             id,
@@ -650,7 +669,7 @@ impl RouterInner {
             .or_insert_with(|| {
                 DurableQueue::new(
                     QueueName::new(name),
-                    &self.store,
+                    &self.backing,
                     self.config.queue.clone(),
                     false,
                 )

@@ -40,21 +40,19 @@ pub mod stats;
 
 use std::sync::Arc;
 
-use polymq_core::router::Router;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::node::Node;
+pub use crate::node::Node;
 
 /// Serves nsqd's TCP protocol V2 on `listener` until `shutdown`, then waits for the
 /// connections to finish. Also runs the nsqlookupd registrations when configured.
 pub async fn serve(
     listener: TcpListener,
-    router: Router,
-    config: Arc<config::Config>,
+    node: Arc<Node>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let node = Node::for_router(&router, &config);
+    let config = node.config.clone();
     Node::set_port(&node.tcp_port, listener.local_addr()?.port());
     let lookupd = (!config.lookupd_tcp_addresses.is_empty())
         .then(|| tokio::spawn(lookupd::run(node.clone(), shutdown.clone())));
@@ -76,11 +74,9 @@ pub async fn serve(
 /// finish).
 pub async fn serve_http(
     listener: TcpListener,
-    router: Router,
-    config: Arc<config::Config>,
+    node: Arc<Node>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let node = Node::for_router(&router, &config);
     Node::set_port(&node.http_port, listener.local_addr()?.port());
     http::serve(listener, node, shutdown).await
 }

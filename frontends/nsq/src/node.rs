@@ -1,8 +1,7 @@
 //! Per-broker NSQ state shared by the TCP listener, the HTTP API and the nsqlookupd link.
 //!
-//! `serve` and `serve_http` are started separately with the same [`Router`]; they meet here:
-//! [`Node::for_router`] returns one [`Node`] per router (keyed by the router's identity, held
-//! weakly so a stopped broker's node goes away).
+//! The binary creates one [`Node`] per broker with [`Node::new`] and passes it to both `serve`
+//! and `serve_http`, which meet here.
 //!
 //! The node keeps the registry of connected clients that `/stats` reports (nsqd's per-client
 //! counters), the bound ports `/info` and nsqlookupd announce, and a `watch` that tells the
@@ -15,7 +14,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicI64, AtomicU16, AtomicU64, AtomicU8, Ordering};
-use std::sync::{Arc, Mutex as StdMutex, Weak};
+use std::sync::{Arc, Weak};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use dashmap::DashMap;
@@ -151,36 +150,20 @@ pub struct Node {
     pub hostname: String,
 }
 
-/// Live nodes, keyed by router identity.
-static NODES: StdMutex<Vec<(usize, Weak<Node>)>> = StdMutex::new(Vec::new());
-
 impl Node {
-    /// The node of `router`, created on first use.
-    pub fn for_router(router: &Router, config: &Arc<Config>) -> Arc<Node> {
-        let key = Arc::as_ptr(router.metrics()) as usize;
-        let mut nodes = NODES
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        nodes.retain(|(_, node)| node.strong_count() > 0);
-        if let Some(node) = nodes
-            .iter()
-            .find(|(k, _)| *k == key)
-            .and_then(|(_, n)| n.upgrade())
-        {
-            return node;
-        }
-        let node = Arc::new(Node {
-            router: router.clone(),
-            config: config.clone(),
+    /// The NSQ state of one broker; the binary creates one and hands it to [`crate::serve`]
+    /// and [`crate::serve_http`].
+    pub fn new(router: Router, config: Arc<Config>) -> Arc<Node> {
+        Arc::new(Node {
+            router,
+            config,
             clients: DashMap::new(),
             start_time: unix_now(),
             tcp_port: AtomicU16::new(0),
             http_port: AtomicU16::new(0),
             topology: watch::channel(0).0,
             hostname: hostname(),
-        });
-        nodes.push((key, Arc::downgrade(&node)));
-        node
+        })
     }
 
     /// The address announced to nsqlookupd and in `/info`.
