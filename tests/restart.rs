@@ -19,18 +19,28 @@ async fn topics_channels_and_pause_flags_survive_a_restart() {
         bytes::Bytes::from_static(b"queued"),
         polymq_core::Origin::broker(),
     );
-    router.publish_durable(std::sync::Arc::new(msg)).await.expect("publish");
+    router
+        .publish_durable(std::sync::Arc::new(msg))
+        .await
+        .expect("publish");
     drop((router, orders));
     server.stop().await;
 
     let server = TestServer::start_disk(dir.path(), "").await;
     let router = server.router();
     let orders = router.get_topic("orders").expect("topic recovered");
-    let names: Vec<String> = orders.channels().into_iter().map(|(name, _)| name).collect();
+    let names: Vec<String> = orders
+        .channels()
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect();
     assert_eq!(names, ["audit", "billing"]);
     assert!(orders.get_channel("billing").expect("billing").is_paused());
     assert!(!orders.get_channel("audit").expect("audit").is_paused());
-    assert!(router.get_topic("paused").expect("topic recovered").is_paused());
+    assert!(router
+        .get_topic("paused")
+        .expect("topic recovered")
+        .is_paused());
     for (name, channel) in orders.channels() {
         assert_eq!(channel.stats().depth, 1, "channel {name} kept its message");
     }
