@@ -10,7 +10,11 @@ use std::time::{Duration, Instant};
 const BIN: &str = env!("CARGO_BIN_EXE_polymq");
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
 }
 
 struct Ports {
@@ -24,7 +28,10 @@ fn spawn(dir: &std::path::Path, ports: &Ports) -> Child {
         .env("POLYMQ_STORAGE__DATA_DIR", dir)
         .env("POLYMQ_STORAGE__FSYNC", "always")
         .env("POLYMQ_NSQ__TCP_LISTEN", format!("127.0.0.1:{}", ports.tcp))
-        .env("POLYMQ_NSQ__HTTP_LISTEN", format!("127.0.0.1:{}", ports.http))
+        .env(
+            "POLYMQ_NSQ__HTTP_LISTEN",
+            format!("127.0.0.1:{}", ports.http),
+        )
         .env("POLYMQ_NATS__ENABLED", "false")
         .env("POLYMQ_MQTT__ENABLED", "false")
         .env("POLYMQ_ZMTP__ENABLED", "false")
@@ -42,7 +49,8 @@ fn connect(port: u16) -> TcpStream {
     loop {
         match TcpStream::connect(("127.0.0.1", port)) {
             Ok(s) => {
-                s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+                s.set_read_timeout(Some(Duration::from_secs(10)))
+                    .expect("timeout");
                 return s;
             }
             Err(err) => {
@@ -68,7 +76,10 @@ fn http_post(port: u16, path: &str) {
     write!(s, "POST {path} HTTP/1.0\r\nContent-Length: 0\r\n\r\n").expect("write");
     let mut reply = String::new();
     s.read_to_string(&mut reply).expect("read");
-    assert!(reply.starts_with("HTTP/1.0 200") || reply.starts_with("HTTP/1.1 200"), "{reply}");
+    assert!(
+        reply.starts_with("HTTP/1.0 200") || reply.starts_with("HTTP/1.1 200"),
+        "{reply}"
+    );
 }
 
 /// Publishes numbered messages back to back (pipelined: many PUBs in flight) and SIGKILLs the
@@ -107,7 +118,8 @@ fn drain(ports: &Ports) -> Vec<u32> {
     let mut s = connect(ports.tcp);
     s.write_all(b"  V2SUB crash c\nRDY 2500\n").expect("sub");
     assert_eq!(read_frame(&mut s).expect("sub ok"), (0, b"OK".to_vec()));
-    s.set_read_timeout(Some(Duration::from_millis(1500))).expect("timeout");
+    s.set_read_timeout(Some(Duration::from_millis(1500)))
+        .expect("timeout");
     let mut got = Vec::new();
     while let Ok((kind, data)) = read_frame(&mut s) {
         if kind == 2 {
@@ -126,7 +138,10 @@ fn drain(ports: &Ports) -> Vec<u32> {
 fn acknowledged_messages_survive_sigkill() {
     for kill_after in [300, 1100] {
         let dir = tempfile::tempdir().expect("tempdir");
-        let ports = Ports { tcp: free_port(), http: free_port() };
+        let ports = Ports {
+            tcp: free_port(),
+            http: free_port(),
+        };
         let child = spawn(dir.path(), &ports);
         http_post(ports.http, "/topic/create?topic=crash");
         http_post(ports.http, "/channel/create?topic=crash&channel=c");
@@ -140,10 +155,22 @@ fn acknowledged_messages_survive_sigkill() {
 
         // Every acknowledged message is there, once, in publish order; anything beyond is a
         // message whose OK was lost with the process, and only at the tail.
-        assert!(got.len() >= acked.len(), "lost messages: {} acked, {} recovered", acked.len(), got.len());
-        assert_eq!(&got[..acked.len()], &acked[..], "acked prefix in order, exactly once");
+        assert!(
+            got.len() >= acked.len(),
+            "lost messages: {} acked, {} recovered",
+            acked.len(),
+            got.len()
+        );
+        assert_eq!(
+            &got[..acked.len()],
+            &acked[..],
+            "acked prefix in order, exactly once"
+        );
         let extra = &got[acked.len()..];
         let next = acked.last().map_or(0, |n| n + 1);
-        assert!(extra.iter().copied().eq(next..next + extra.len() as u32), "only a contiguous tail: {extra:?}");
+        assert!(
+            extra.iter().copied().eq(next..next + extra.len() as u32),
+            "only a contiguous tail: {extra:?}"
+        );
     }
 }
