@@ -680,6 +680,28 @@ async fn invalid_x_subject_is_refused_with_error() {
 }
 
 #[tokio::test]
+async fn pull_peers_may_get_the_body_alone() {
+    timeout(STEP, async {
+        let server = server("[zmtp]\npull_subject_frame = false\n").await;
+        let mut pull = Raw::null(server.zmtp, 1, "PULL", &[("X-Subject", b"raw")], "PUSH").await;
+        let mut sub = Raw::null(server.zmtp, 1, "SUB", &[], "XPUB").await;
+        sub.send(&command("SUBSCRIBE", b"raw")).await;
+        sub.sync().await;
+        let mut push = Raw::null(server.zmtp, 1, "PUSH", &[], "PULL").await;
+        push.send(&message(&[b"raw", b"a", b"b"])).await;
+        assert_eq!(
+            pull.read_message().await,
+            vec![b"a".to_vec(), b"b".to_vec()]
+        );
+        // SUB peers keep frame 0: libzmq filters on it.
+        let expected = vec![b"raw".to_vec(), b"a".to_vec(), b"b".to_vec()];
+        assert_eq!(sub.read_message().await, expected);
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
 async fn pull_group_members_share_the_work() {
     timeout(STEP, async {
         let server = server("").await;

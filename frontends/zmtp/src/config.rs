@@ -94,6 +94,10 @@ pub struct Config {
     /// Group for PULL peers that name no `X-Group`. REP/ROUTER responders that name none join
     /// `<default_group>.rep`, so default workers and default consumers never share a group.
     pub default_group: String,
+    /// Whether PULL peers receive frame 0 (the subject) before the body, as DESIGN.md's
+    /// convention says; `false` sends the body frames alone, for workers written for a plain
+    /// PUSH/PULL pipeline. SUB peers always get frame 0 (libzmq filters on it).
+    pub pull_subject_frame: bool,
     /// How long a REQ/DEALER request waits for a reply before the broker answers it with the
     /// `408` error reply (see the crate docs), in milliseconds.
     pub request_timeout_ms: u64,
@@ -130,6 +134,7 @@ impl Default for Config {
             topic_syntax: TopicSyntax::Nats,
             default_subject: ">".into(),
             default_group: "zmtp".into(),
+            pull_subject_frame: true,
             request_timeout_ms: 5000,
             heartbeat_ivl_ms: 0,
             heartbeat_timeout_ms: 0,

@@ -17,10 +17,10 @@
 //! | PUB/XPUB | XSUB | the broker sends SUBSCRIBE `""` (3.0: a `0x01` message); `[subject][body…]` is published |
 //! | SUB/XSUB | XPUB | SUBSCRIBE/CANCEL (3.0: `0x01`/`0x00` parts) are refcounted byte-prefix subscriptions; receives `[subject][body…]` |
 //! | PUSH | PULL | publishes `[subject][body…]`, or `[body]` on `X-Subject`/`Resource`/`default_subject` |
-//! | PULL | PUSH | member of group `X-Group`/`Resource`/`default_group` on filter `X-Subject`/`Resource`/`default_subject`; round-robin among members with room |
+//! | PULL | PUSH | member of group `X-Group`/`Resource`/`default_group` on filter `X-Subject`/`Resource`/`default_subject`; round-robin among members with room; receives `[subject][body…]` (or `[body…]` with `pull_subject_frame = false`) |
 //! | REQ | ROUTER | `[""][subject][body…]` is a request with an inbox; exactly one reply `[""][subject][reply…]` |
 //! | DEALER | ROUTER | as REQ when frame 0 is empty (many outstanding); otherwise as PUSH |
-//! | REP/ROUTER | DEALER | member of group `X-Group`/`<default_group>.rep` on its filter; receives `[request id][""][subject][body…]`, replies `[request id][""][subject][reply…]` |
+//! | REP/ROUTER | DEALER | member of group `X-Group`/`<default_group>.rep` on its filter; receives `[request id][""][subject][body…]`, replies `[request id][""][subject][reply…]`; requests are dealt round-robin among members with room, as a libzmq DEALER deals them |
 //! | anything else | – | ERROR `Unsupported-Socket-Type`, then close |
 //!
 //! # Request-reply and the error replies (PROTOCOLS.md §8)

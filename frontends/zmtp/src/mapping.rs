@@ -214,13 +214,19 @@ fn join(body: &[Bytes]) -> Bytes {
     }
 }
 
-/// Writes `[prefix…][subject][body…]` for a delivery; returns the number of octets of payload.
-pub fn put_delivery(dst: &mut BytesMut, prefix: &[Bytes], subject: &[u8], msg: &Envelope) -> usize {
+/// Writes `[prefix…][subject][body…]` (no subject frame when `subject` is `None`) for a
+/// delivery; returns the number of octets of payload.
+pub fn put_delivery(
+    dst: &mut BytesMut,
+    prefix: &[Bytes],
+    subject: Option<&[u8]>,
+    msg: &Envelope,
+) -> usize {
     let body = msg.body_frames();
     let parts: Vec<&[u8]> = prefix
         .iter()
         .map(Bytes::as_ref)
-        .chain(std::iter::once(subject))
+        .chain(subject)
         .chain(body.iter().map(Bytes::as_ref))
         .collect();
     put_message(dst, parts.into_iter());
@@ -353,7 +359,10 @@ mod tests {
         assert_eq!(&many.payload[..], b"abc");
         assert_eq!(many.body_frames(), parts.to_vec());
         let mut wire = BytesMut::new();
-        put_delivery(&mut wire, &[Bytes::new()], b"a", &many);
+        put_delivery(&mut wire, &[Bytes::new()], Some(b"a"), &many);
         assert_eq!(&wire[..], b"\x01\x00\x01\x01a\x01\x02ab\x01\x00\x00\x01c");
+        wire.clear();
+        put_delivery(&mut wire, &[], None, &one);
+        assert_eq!(&wire[..], b"\x00\x01x");
     }
 }

@@ -195,6 +195,12 @@ where
         let name = String::from_utf8_lossy(&socket_type).into_owned();
         return Err(SessionError::UnsupportedSocketType(name));
     };
+    tracing::debug!(
+        socket_type = %String::from_utf8_lossy(&socket_type),
+        identity = ?metadata.get("Identity"),
+        revision = ?greeting.revision(),
+        "zmtp handshake"
+    );
     let target = match role {
         Role::Publisher | Role::Subscriber => None,
         _ => Some(
@@ -792,13 +798,11 @@ where
         }
         let written = match &mut self.state {
             State::Subscriber | State::Consumer => {
-                let subject = mapping::subject_frame(&msg.subject);
-                Some(mapping::put_delivery(
-                    self.framed.write_buffer_mut(),
-                    &[],
-                    &subject,
-                    msg,
-                ))
+                let with_subject = matches!(self.state, State::Subscriber)
+                    || self.listener.config.pull_subject_frame;
+                let subject = with_subject.then_some(msg.subject.as_str().as_bytes());
+                let dst = self.framed.write_buffer_mut();
+                Some(mapping::put_delivery(dst, &[], subject, msg))
             }
             State::Responder { assignments } => Self::assign(
                 &mut self.framed,
@@ -835,11 +839,11 @@ where
         let id = assignments.next_id;
         assignments.reply_to.insert(id, reply_to);
         let prefix = [Bytes::copy_from_slice(&id.to_be_bytes()), Bytes::new()];
-        let subject = mapping::subject_frame(&msg.subject);
+        let subject = Some(msg.subject.as_str().as_bytes());
         Some(mapping::put_delivery(
             framed.write_buffer_mut(),
             &prefix,
-            &subject,
+            subject,
             msg,
         ))
     }
@@ -855,7 +859,7 @@ where
         Some(mapping::put_delivery(
             framed.write_buffer_mut(),
             &pending.envelope,
-            &pending.subject,
+            Some(&pending.subject),
             msg,
         ))
     }
@@ -897,5 +901,54 @@ where
             metrics.dropped(Protocol::Zmtp, dropped - self.reported_drops);
             self.reported_drops = dropped;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn heartbeats_go_only_to_zmtp_3_1_peers() {
+        let config = Config {
+            heartbeat_ivl_ms: 100,
+            heartbeat_ttl_ms: 2500,
+            ..Config::default()
+        };
+        let old = Heartbeat::new(&config, Revision::V3_0);
+        assert_eq!((old.interval, old.next_deadline()), (None, None));
+        let new = Heartbeat::new(&config, Revision::V3_1);
+        assert_eq!(new.interval, Some(Duration::from_millis(100)));
+        assert_eq!(
+            new.timeout,
+            Duration::from_millis(100),
+            "timeout defaults to the interval"
+        );
+        assert_eq!(new.ttl_tenths, 25);
+        assert!(new.next_deadline().is_some());
+        let off = Heartbeat::new(&Config::default(), Revision::V3_1);
+        assert_eq!(off.next_deadline(), None);
+    }
+
+    #[test]
+    fn inbox_replies_map_back_to_their_request() {
+        let requests = Requests::new(ConnId(9));
+        let reply_to = requests.reply_subject(42).unwrap();
+        assert!(reply_to.as_str().starts_with("_INBOX.zmtp9x"));
+        assert_eq!(requests.seq_of(&reply_to), Some(42));
+        let other = Subject::new(&format!("{}1.42", requests.inbox)).unwrap();
+        assert_eq!(requests.seq_of(&other), None);
+        assert_eq!(requests.seq_of(&Subject::new("_INBOX.x.1").unwrap()), None);
+        // Another requester's inbox is unguessable from this one's.
+        assert_ne!(Requests::new(ConnId(9)).inbox, requests.inbox);
+    }
+
+    #[test]
+    fn secrets_compare_in_full() {
+        assert!(constant_time_eq(b"s3cret", b"s3cret"));
+        assert!(!constant_time_eq(b"s3cret", b"s3creT"));
+        assert!(!constant_time_eq(b"s3cret", b"s3cre"));
+        assert!(!constant_time_eq(b"", b"x"));
+        assert!(constant_time_eq(b"", b""));
     }
 }
