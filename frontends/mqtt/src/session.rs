@@ -58,6 +58,8 @@ const NO_TIMEOUT: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 const DRAIN_BATCH: usize = 256;
 /// Recent message ids remembered to send a message once per session.
 const RECENT: usize = 64;
+/// Longest wait for the last bytes (DISCONNECT) to go out when a session ends.
+const FINAL_FLUSH: Duration = Duration::from_secs(2);
 /// Read buffer grows in steps of this much.
 const READ_CHUNK: usize = 8 * 1024;
 
@@ -91,11 +93,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Io<S> {
         }
     }
 
-    /// Writes out the buffer.
+    /// Writes out the buffer. Cancel-safe: what was written is consumed from the buffer.
     async fn flush(&mut self) -> std::io::Result<()> {
         if !self.wbuf.is_empty() {
-            self.writer.write_all(&self.wbuf).await?;
-            self.wbuf.clear();
+            self.writer.write_all_buf(&mut self.wbuf).await?;
             self.writer.flush().await?;
         }
         Ok(())
@@ -501,7 +502,12 @@ where
                     Ok(())
                 }
             };
-            let flushed = self.flush().await;
+            // A client that does not read must not stop a takeover or shutdown.
+            let flushed = tokio::select! {
+                res = self.flush() => res,
+                () = kick.cancelled() => return End::Error(SessionError::TakenOver),
+                () = shutdown.cancelled() => return End::Error(SessionError::ShuttingDown),
+            };
             match (step, flushed) {
                 (Err(end), _) => return end,
                 (Ok(()), Err(err)) => return End::Error(err.into()),
@@ -1125,8 +1131,9 @@ where
                 self.send(&packet);
             }
         }
-        let _ = self.flush().await;
-        let _ = self.io.writer.shutdown().await;
+        // A client that stopped reading gets no more than a moment to take the last bytes.
+        let _ = tokio::time::timeout(FINAL_FLUSH, self.flush()).await;
+        let _ = tokio::time::timeout(FINAL_FLUSH, self.io.writer.shutdown()).await;
         self.member = None;
         let taken_over = matches!(error, Some(SessionError::TakenOver));
         let taker_clean = self.claim.taker_clean_start.load(Ordering::Relaxed);
