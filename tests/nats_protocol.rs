@@ -619,13 +619,21 @@ async fn user_password_auth() {
             r#"{"verbose":false,"user":"alice","pass":"pw"}"#,
         )
         .await;
-        let connz = json(&server, "/connz").await;
-        let conns = connz["connections"].as_array().unwrap();
-        let me = conns
-            .iter()
-            .find(|conn| conn["cid"] == c.info["client_id"])
-            .unwrap();
-        assert_eq!(me["authorized_user"], "alice");
+        let find = |connz: &Value| {
+            let conns = connz["connections"].as_array().unwrap();
+            conns
+                .iter()
+                .find(|conn| conn["cid"] == c.info["client_id"])
+                .unwrap()
+                .clone()
+        };
+        assert!(find(&json(&server, "/connz").await)
+            .get("authorized_user")
+            .is_none());
+        assert_eq!(
+            find(&json(&server, "/connz?auth=true").await)["authorized_user"],
+            "alice"
+        );
     })
     .await
     .unwrap();

@@ -448,10 +448,20 @@ struct Varz {
     slow_consumers: u64,
     stale_connections: u64,
     subscriptions: usize,
+    cluster: Empty,
+    gateway: Empty,
+    leaf: Empty,
+    mqtt: Empty,
+    websocket: Empty,
+    jetstream: Empty,
     http_req_stats: BTreeMap<&'static str, u64>,
     config_load_time: String,
     slow_consumer_stats: SlowConsumerStats,
 }
+
+/// The listener blocks nats-server always includes, empty when not configured.
+#[derive(Debug, Serialize)]
+struct Empty {}
 
 #[derive(Debug, Serialize)]
 struct SlowConsumerStats {
@@ -513,6 +523,12 @@ async fn varz(State(monitor): State<Monitor>) -> Json<Varz> {
         slow_consumers: inner.slow_consumers.load(Ordering::Relaxed),
         stale_connections: inner.stale_connections.load(Ordering::Relaxed),
         subscriptions: conns.iter().map(|c| c.sub_count()).sum(),
+        cluster: Empty {},
+        gateway: Empty {},
+        leaf: Empty {},
+        mqtt: Empty {},
+        websocket: Empty {},
+        jetstream: Empty {},
         http_req_stats: inner
             .requests
             .iter()
@@ -580,7 +596,6 @@ struct ConnInfo {
     version: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     authorized_user: Option<String>,
-    account: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     subscriptions_list: Option<Vec<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -596,7 +611,8 @@ struct ConnInfo {
 /// nats-server's `SubDetail`.
 #[derive(Debug, Serialize)]
 struct SubDetail {
-    account: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    account: Option<&'static str>,
     subject: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     qgroup: Option<String>,
@@ -671,13 +687,22 @@ async fn connz(State(monitor): State<Monitor>, Query(params): Params) -> Respons
         (Ok(o), Ok(l), Ok(c)) => (o.unwrap_or(0), l.unwrap_or(DEFAULT_LIMIT), c),
         (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return bad_request(e),
     };
+    let auth = match params
+        .get("auth")
+        .filter(|s| !s.is_empty())
+        .map(|s| parse_bool(s))
+    {
+        None => false,
+        Some(Some(auth)) => auth,
+        Some(None) => return bad_request("Error decoding boolean for 'auth'".into()),
+    };
     let sort = params.get("sort").map_or("cid", String::as_str);
     let now = SystemTime::now();
     let mut infos: Vec<ConnInfo> = monitor
         .live()
         .iter()
         .filter(|c| cid.is_none_or(|want| c.cid == want as u64))
-        .map(|c| conn_info(c, now, wanted))
+        .map(|c| conn_info(c, now, wanted, auth))
         .collect();
     if let Err(e) = sort_conns(&mut infos, sort) {
         return bad_request(e);
@@ -696,7 +721,8 @@ async fn connz(State(monitor): State<Monitor>, Query(params): Params) -> Respons
     .into_response()
 }
 
-fn conn_info(c: &ConnStats, now: SystemTime, wanted: SubsWanted) -> ConnInfo {
+/// One `/connz` entry; `auth` adds `authorized_user` (nats-server's `auth=true`).
+fn conn_info(c: &ConnStats, now: SystemTime, wanted: SubsWanted, auth: bool) -> ConnInfo {
     let meta = c.meta.read().clone();
     let last_ns = c.last_activity_ns.load(Ordering::Relaxed);
     let last = UNIX_EPOCH + Duration::from_nanos(last_ns);
@@ -708,6 +734,7 @@ fn conn_info(c: &ConnStats, now: SystemTime, wanted: SubsWanted) -> ConnInfo {
         .map(|(sid, s)| (sid.clone(), s.clone()))
         .collect();
     let (list, detail) = match wanted {
+        _ if subs.is_empty() => (None, None),
         SubsWanted::None => (None, None),
         SubsWanted::List => (
             Some(subs.iter().map(|(_, s)| s.subject.clone()).collect()),
@@ -717,7 +744,7 @@ fn conn_info(c: &ConnStats, now: SystemTime, wanted: SubsWanted) -> ConnInfo {
             None,
             Some(
                 subs.iter()
-                    .map(|(sid, s)| sub_detail(c.cid, sid, s))
+                    .map(|(sid, s)| sub_detail(c.cid, sid, s, None))
                     .collect(),
             ),
         ),
@@ -743,8 +770,7 @@ fn conn_info(c: &ConnStats, now: SystemTime, wanted: SubsWanted) -> ConnInfo {
         name: meta.name,
         lang: meta.lang,
         version: meta.version,
-        authorized_user: meta.user,
-        account: "$G",
+        authorized_user: meta.user.filter(|_| auth),
         subscriptions_list: list,
         subscriptions_list_detail: detail,
         rtt_ns,
@@ -753,9 +779,10 @@ fn conn_info(c: &ConnStats, now: SystemTime, wanted: SubsWanted) -> ConnInfo {
     }
 }
 
-fn sub_detail(cid: u64, sid: &str, sub: &SubMeta) -> SubDetail {
+/// One subscription's detail; `account` is named in `/subsz`, not under a connection.
+fn sub_detail(cid: u64, sid: &str, sub: &SubMeta, account: Option<&'static str>) -> SubDetail {
     SubDetail {
-        account: "$G",
+        account,
         subject: sub.subject.clone(),
         qgroup: sub.queue.clone(),
         sid: sid.to_owned(),
@@ -824,7 +851,7 @@ async fn subsz(State(monitor): State<Monitor>, Query(params): Params) -> Respons
         .flat_map(|c| {
             let subs = c.subs.lock();
             subs.iter()
-                .map(|(sid, s)| sub_detail(c.cid, sid, s))
+                .map(|(sid, s)| sub_detail(c.cid, sid, s, Some("$G")))
                 .collect::<Vec<_>>()
         })
         .collect();

@@ -506,6 +506,9 @@ impl Session {
             })?;
         self.connected = true;
         self.keepalive.connected(self.started, self.now);
+        if let Some(rtt) = self.keepalive.rtt {
+            self.stats.set_rtt(rtt);
+        }
         self.codec.set_headers(self.opts.headers);
         let user = self
             .shared
