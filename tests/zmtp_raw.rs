@@ -944,6 +944,11 @@ async fn slow_subscribers_lose_messages_beyond_the_hwm() {
         push.sync().await;
         let dropped = metric(&server, "polymq_routed_dropped_total");
         assert!(dropped > 0, "the SUB's outbox never overflowed");
+        // Backed up as it is, the SUB is still read: a new subscription takes effect.
+        sub.send(&command("SUBSCRIBE", b"later")).await;
+        while !server.router().has_subscribers(&subject("later.x")) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
         for _ in 0..sent - dropped {
             let parts = sub.read_message().await;
             assert_eq!(

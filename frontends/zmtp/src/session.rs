@@ -17,19 +17,25 @@
 //! - Every core subscription is held by [`Subscriptions`], whose `Drop` unsubscribes it: a
 //!   session that ends for any reason leaves nothing in the router.
 //! - Deliveries wait only in the bounded outbox (`sndhwm`); a full outbox drops and counts.
-//!   Replies the session makes itself (PONG, error replies) go straight to the write buffer,
-//!   and the loop stops reading while that buffer is being written.
+//!   Replies the session makes itself (PONG, error replies) go straight to the write buffer;
+//!   while more than `WRITE_HIGH_WATER` bytes wait there, the outbox is not drained, no PONG
+//!   is queued and a requester is not read, so a peer that does not read cannot grow it.
+//! - Writing and reading proceed concurrently; heartbeat and request timers run even while
+//!   the peer is not reading.
 //! - A REQ peer gets exactly one reply per request; the pending-request map of a requester
 //!   or responder never holds more than `sndhwm` entries.
 //! - No lock is held across an `.await`; the session never awaits another client.
 
 use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures::{SinkExt, StreamExt};
+use futures::{Sink as _, SinkExt, Stream as _, StreamExt};
 use polymq_core::router::{SubscriptionId, SubscriptionSpec};
 use polymq_core::subject::zmtp::frame_to_subject;
 use polymq_core::{
@@ -44,8 +50,8 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::error::SessionError;
 use crate::frame::{
-    put_command, put_command_body, put_message, Command, Greeting, Inbound, Limits, Mechanism,
-    Message, Metadata, Outbound, Revision, ZmtpCodec, PING_CONTEXT_MAX,
+    put_command, put_command_body, put_message, Command, FrameError, Greeting, Inbound, Limits,
+    Mechanism, Message, Metadata, Outbound, Revision, ZmtpCodec, PING_CONTEXT_MAX,
 };
 use crate::mapping::{self, broker_metadata, Defaults, PeerTarget, Role};
 
@@ -58,10 +64,11 @@ pub const REQUEST_TIMEOUT: (&[u8], &[u8]) = (b"408", b"Request Timeout");
 /// Status of a request whose subject frame is not a valid subject.
 pub const BAD_REQUEST: (&[u8], &[u8]) = (b"400", b"Bad Request");
 
-/// Deliveries written per batch before the buffer is flushed.
+/// Deliveries taken from the outbox in one go.
 const MAX_BATCH: usize = 256;
-/// Bytes buffered per batch before the buffer is flushed.
-const MAX_BATCH_BYTES: usize = 256 * 1024;
+/// Buffered output at which the session stops reading the peer and draining the outbox until
+/// the peer has taken some of it.
+const WRITE_HIGH_WATER: usize = 256 * 1024;
 
 /// How long a closing session keeps writing what it already buffered (also the last ERROR).
 const SHUTDOWN_FLUSH: Duration = Duration::from_secs(1);
@@ -121,6 +128,44 @@ pub async fn run<S>(
         Err(err) => tracing::debug!(%peer, %err, "zmtp connection ended"),
     }
     metrics.connection_closed(Protocol::Zmtp);
+}
+
+/// What happened on the socket.
+enum SocketIo {
+    /// An inbound item, or `None` at end of stream.
+    Read(Option<Result<Inbound, FrameError>>),
+    /// Buffered output was written, in full or in part.
+    Wrote(Result<(), FrameError>),
+}
+
+/// Writes buffered output and (when `read` is set) reads the next item, concurrently: one
+/// future, so the framed stream is borrowed once. Resolves on the first inbound item, on any
+/// write progress, or on an error.
+fn socket_io<S>(
+    framed: &mut Framed<S, ZmtpCodec>,
+    read: bool,
+) -> impl Future<Output = SocketIo> + '_
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    std::future::poll_fn(move |cx| {
+        let pending = framed.write_buffer().len();
+        if pending > 0 {
+            match Pin::new(&mut *framed).poll_flush(cx) {
+                Poll::Ready(result) => return Poll::Ready(SocketIo::Wrote(result)),
+                Poll::Pending if framed.write_buffer().len() < pending => {
+                    return Poll::Ready(SocketIo::Wrote(Ok(())));
+                }
+                Poll::Pending => {}
+            }
+        }
+        if read {
+            if let Poll::Ready(item) = Pin::new(&mut *framed).poll_next(cx) {
+                return Poll::Ready(SocketIo::Read(item));
+            }
+        }
+        Poll::Pending
+    })
 }
 
 /// What the handshake learned about the peer.
@@ -512,30 +557,24 @@ where
 
     async fn serve(&mut self, shutdown: &CancellationToken) -> Result<(), SessionError> {
         loop {
-            self.flush(shutdown).await?;
             let deadline = self.next_deadline();
+            // While a peer does not read, its outbox is not drained (the HWM takes the
+            // overflow) and a requester is not read either (its error replies would pile up);
+            // other peers are still read, so their heartbeats and publishes keep flowing.
+            let backed_up = self.framed.write_buffer().len() >= WRITE_HIGH_WATER;
+            let read = !(backed_up && matches!(self.state, State::Requester { .. }));
             tokio::select! {
                 () = shutdown.cancelled() => return self.flush_on_shutdown().await,
-                item = self.framed.next() => match item {
-                    Some(item) => self.on_inbound(item?)?,
-                    None => return Err(SessionError::Closed),
+                io = socket_io(&mut self.framed, read) => match io {
+                    SocketIo::Read(Some(item)) => self.on_inbound(item?)?,
+                    SocketIo::Read(None) => return Err(SessionError::Closed),
+                    SocketIo::Wrote(result) => result?,
                 },
-                Some(delivery) = self.outbox.recv() => self.on_deliveries(delivery),
+                Some(delivery) = self.outbox.recv(), if !backed_up => self.on_deliveries(delivery),
                 () = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
                     self.on_timer(Instant::now())?;
                 }
             }
-        }
-    }
-
-    /// Writes whatever the last step buffered; shutdown interrupts a peer that stopped reading.
-    async fn flush(&mut self, shutdown: &CancellationToken) -> Result<(), SessionError> {
-        if self.framed.write_buffer().is_empty() {
-            return Ok(());
-        }
-        tokio::select! {
-            () = shutdown.cancelled() => Ok(()),
-            flushed = SinkExt::<Outbound>::flush(&mut self.framed) => Ok(flushed?),
         }
     }
 
@@ -585,8 +624,12 @@ where
                     let ttl = Duration::from_millis(u64::from(ttl) * 100);
                     self.heartbeat.ttl_deadline = Some(Instant::now() + ttl);
                 }
-                let context = context.slice(..context.len().min(PING_CONTEXT_MAX));
-                put_command(self.framed.write_buffer_mut(), &Command::Pong { context })?;
+                // Behind a backlog the PONG could not arrive in time anyway; skipping it keeps
+                // the buffer bounded against a peer that PINGs without reading.
+                if self.framed.write_buffer().len() < WRITE_HIGH_WATER {
+                    let context = context.slice(..context.len().min(PING_CONTEXT_MAX));
+                    put_command(self.framed.write_buffer_mut(), &Command::Pong { context })?;
+                }
             }
             Command::Subscribe(prefix) => self.subscribe(prefix),
             Command::Cancel(prefix) => self.cancel(&prefix),
@@ -781,7 +824,7 @@ where
     fn on_deliveries(&mut self, first: Delivery) {
         self.deliver(&first);
         let mut batch = 1;
-        while batch < MAX_BATCH && self.framed.write_buffer().len() < MAX_BATCH_BYTES {
+        while batch < MAX_BATCH && self.framed.write_buffer().len() < WRITE_HIGH_WATER {
             let Some(delivery) = self.outbox.try_recv() else {
                 break;
             };
