@@ -283,28 +283,20 @@ impl Session {
         W: AsyncWrite + Unpin,
     {
         let mut rbuf = BytesMut::with_capacity(READ_CHUNK);
-        if let Err(err) = self.handshake(reader, writer, &mut rbuf, shutdown).await {
-            return err;
-        }
-        match self.op_loop(reader, writer, &mut rbuf, shutdown).await {
+        let auth_deadline = self.handshake();
+        match self
+            .op_loop(reader, writer, &mut rbuf, shutdown, auth_deadline)
+            .await
+        {
             Ok(never) => match never {},
             Err(err) => err,
         }
     }
 
-    /// Sends INFO; when authentication is required, waits (under the auth timeout) for the
-    /// first op, which must be a valid CONNECT.
-    async fn handshake<R, W>(
-        &mut self,
-        reader: &mut R,
-        writer: &mut W,
-        rbuf: &mut BytesMut,
-        shutdown: &CancellationToken,
-    ) -> Result<(), SessionError>
-    where
-        R: AsyncRead + Unpin,
-        W: AsyncWrite + Unpin,
-    {
+    /// Queues INFO, the first thing a client sees, and returns the deadline for CONNECT when
+    /// authentication is required. The wait itself is an arm of the op loop, because
+    /// nats-server's PING timer runs from accept, alongside its auth timer.
+    fn handshake(&mut self) -> Option<Instant> {
         put_info(
             &mut self.out,
             &self.shared.info,
@@ -312,28 +304,10 @@ impl Session {
             self.peer,
             false,
         );
-        writer.write_all(&self.out).await?;
-        self.out.clear();
-        if !self.shared.auth.required() {
-            return Ok(());
-        }
-        let deadline = self.shared.config.auth_timeout();
-        let connect = async {
-            loop {
-                self.now = Instant::now();
-                if let Some(op) = self.next_op(rbuf)? {
-                    return self.handle(op);
-                }
-                rbuf.reserve(MIN_READ_SPACE);
-                if reader.read_buf(rbuf).await? == 0 {
-                    return Err(SessionError::Eof);
-                }
-            }
-        };
-        tokio::select! {
-            () = shutdown.cancelled() => Err(SessionError::Shutdown),
-            done = timeout(deadline, connect) => done.unwrap_or(Err(SessionError::AuthenticationTimeout)),
-        }
+        self.shared
+            .auth
+            .required()
+            .then(|| self.started + self.shared.config.auth_timeout())
     }
 
     async fn op_loop<R, W>(
@@ -342,12 +316,15 @@ impl Session {
         writer: &mut W,
         rbuf: &mut BytesMut,
         shutdown: &CancellationToken,
+        auth_deadline: Option<Instant>,
     ) -> Result<Infallible, SessionError>
     where
         R: AsyncRead + Unpin,
         W: AsyncWrite + Unpin,
     {
         let write_deadline = self.shared.config.write_deadline();
+        let auth = tokio::time::sleep_until(auth_deadline.unwrap_or(self.keepalive.deadline));
+        tokio::pin!(auth);
         let overflowed = self.outbox.overflowed();
         tokio::pin!(overflowed);
         let ping = tokio::time::sleep_until(self.keepalive.deadline);
@@ -355,8 +332,6 @@ impl Session {
         let stall = tokio::time::sleep(write_deadline);
         tokio::pin!(stall);
         let mut stalled = false;
-        self.now = Instant::now();
-        self.process(rbuf)?;
         loop {
             if ping.deadline() != self.keepalive.deadline {
                 ping.as_mut().reset(self.keepalive.deadline);
@@ -402,6 +377,9 @@ impl Session {
                     }
                 }
                 () = &mut stall, if stalled => return Err(SessionError::SlowConsumer),
+                () = &mut auth, if auth_deadline.is_some() && !self.connected => {
+                    return Err(SessionError::AuthenticationTimeout);
+                }
             }
         }
     }
