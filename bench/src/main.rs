@@ -13,6 +13,10 @@
 //! 1:1, fan-out 1→8, fan-in 8→1), `queue` (P publishers → S members of one group, each message
 //! once), `reqrep` (sequential request/reply round trips: latency).
 //!
+//! Protocols: `nats`, `mqtt` (QoS 0), `mqtt-qos1`, `nsq` (`--batch N` publishes with `MPUB`),
+//! `zmtp` (a target may name two ports, `host:port1,port2`: senders use the first, receivers
+//! the second, as with a libzmq proxy's frontend and backend). `reqrep` runs over NATS and ZMTP.
+//!
 //! # Invariants
 //! - Every loop is bounded by `--messages` and by `--timeout-secs`.
 //! - Latency is measured from a send timestamp carried in the first 8 payload bytes
@@ -55,10 +59,16 @@ struct Cli {
     /// Per-publisher rate limit in messages per second (0 = as fast as possible).
     #[arg(long, default_value_t = 0)]
     rate: u64,
+    /// Messages per publish command: NSQ sends `MPUB` of this many (1 = `PUB`); the other
+    /// protocols publish one at a time.
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
     /// Give up waiting for messages after this long.
     #[arg(long, default_value_t = 60)]
     timeout_secs: u64,
     /// A broker to run against, `name=host:port`; the first is the baseline of the ratios.
+    /// For zmtp, `name=host:port1,port2` splits senders (PUB, PUSH, REQ: port1) from
+    /// receivers (SUB, PULL, REP: port2), as a libzmq proxy's frontend and backend.
     #[arg(long = "target", required = true)]
     targets: Vec<String>,
 }
@@ -77,6 +87,7 @@ async fn main() -> anyhow::Result<()> {
         publishers: cli.publishers.max(1),
         subscribers: cli.subscribers.max(1),
         rate: cli.rate,
+        batch: cli.batch.max(1),
         timeout: Duration::from_secs(cli.timeout_secs),
     };
     let mut results = Vec::new();

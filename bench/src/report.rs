@@ -59,6 +59,10 @@ pub struct RunResult {
     pub size: usize,
     pub publishers: usize,
     pub subscribers: usize,
+    /// Messages per publish command (NSQ `MPUB`).
+    pub batch: usize,
+    /// Per-publisher rate limit in messages per second (0 = unlimited).
+    pub rate: u64,
     pub sent: u64,
     pub expected: u64,
     pub received: u64,
@@ -90,6 +94,8 @@ impl RunResult {
             size: s.size,
             publishers: s.publishers,
             subscribers: s.subscribers,
+            batch: s.batch,
+            rate: s.rate,
             sent,
             expected,
             received,

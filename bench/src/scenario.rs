@@ -10,7 +10,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::driver::{self, Protocol};
+use crate::driver::{self, Protocol, PublishOptions};
 use crate::report::{Latencies, RunResult};
 
 /// The shape of a run.
@@ -46,6 +46,8 @@ pub struct Settings {
     pub publishers: usize,
     pub subscribers: usize,
     pub rate: u64,
+    /// Messages per publish command (NSQ `MPUB`).
+    pub batch: usize,
     pub timeout: Duration,
 }
 
@@ -132,10 +134,17 @@ async fn fan(
             (got, lat, last)
         });
     }
+    let options = PublishOptions {
+        to_group: group.is_some(),
+        batch: s.batch,
+    };
+    let mut connected = Vec::with_capacity(s.publishers);
+    for _ in 0..s.publishers {
+        connected.push(driver::publisher(s.protocol, addr, options).await?);
+    }
     let start = Instant::now();
     let mut publishers = JoinSet::new();
-    for _ in 0..s.publishers {
-        let mut publisher = driver::publisher(s.protocol, addr).await?;
+    for mut publisher in connected {
         let (subject, size, count, rate) = (subject.to_owned(), s.size, s.messages, s.rate);
         publishers.spawn(async move {
             let pace = (rate > 0).then(|| Duration::from_nanos(1_000_000_000 / rate));
