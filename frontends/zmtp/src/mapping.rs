@@ -233,11 +233,6 @@ pub fn put_delivery(
     msg.payload.len()
 }
 
-/// The subject frame of an outgoing message: the joined canonical subject (DESIGN.md).
-pub fn subject_frame(subject: &Subject) -> Bytes {
-    zmtp::subject_frame(subject)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -37,7 +37,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::{Sink as _, SinkExt, Stream as _, StreamExt};
 use polymq_core::router::{SubscriptionId, SubscriptionSpec};
-use polymq_core::subject::zmtp::frame_to_subject;
+use polymq_core::subject::zmtp::{frame_to_subject, prefix_filter, subject_frame};
 use polymq_core::{
     outbox, ConnId, Delivery, Envelope, Filter, Origin, Outbox, Overflow, Protocol, Router, Sink,
     Subject,
@@ -642,7 +642,7 @@ where
     fn subscribe(&mut self, prefix: Bytes) {
         if matches!(self.state, State::Subscriber) {
             let origin = self.origin;
-            let filter = polymq_core::subject::zmtp::prefix_filter(&prefix);
+            let filter = prefix_filter(&prefix);
             self.subscriptions
                 .add(prefix, || SubscriptionSpec::new(filter, origin), &self.sink);
         }
@@ -707,7 +707,7 @@ where
         match (parts, lone) {
             ([only], Lone::Body(subject)) => {
                 let subject = subject?;
-                let frame = mapping::subject_frame(&subject);
+                let frame = subject_frame(&subject);
                 Some((subject, frame, std::slice::from_ref(only)))
             }
             ([topic, body @ ..], _) => frame_to_subject(topic, syntax)
