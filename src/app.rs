@@ -86,7 +86,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     let store = tokio::task::spawn_blocking(move || polymq_storage::open(&storage))
         .await
         .map_err(|err| StoreError::Io(std::io::Error::other(err)))??;
-    let router = Router::open(config.core.router(), store).await?;
+    let router = Router::open(config.router(), store).await?;
     let shutdown = CancellationToken::new();
     let mut tasks = JoinSet::new();
     let mut addrs = Addrs::default();

@@ -69,14 +69,12 @@ impl Default for AdminConfig {
     }
 }
 
-/// `[core]`: routing core and durable queue settings shared by every protocol.
+/// `[core]`: routing core settings shared by every protocol. Durable queue timeouts and the
+/// memory/store split use nsqd's keys in `[nsq]` (`msg_timeout_ms`, `max_msg_timeout_ms`,
+/// `mem_queue_size`) and apply to every durable queue.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CoreConfig {
-    /// Default in-flight timeout of durable queues, ms (nsqd `--msg-timeout`).
-    pub msg_timeout_ms: u64,
-    /// Most a TOUCH may extend a message, ms from its delivery (nsqd `--max-msg-timeout`).
-    pub max_msg_timeout_ms: u64,
     /// Most ready messages one memory queue holds before publishes to it fail.
     pub max_queue_depth: usize,
     /// Subjects kept in the router's match cache.
@@ -88,25 +86,9 @@ pub struct CoreConfig {
 impl Default for CoreConfig {
     fn default() -> Self {
         Self {
-            msg_timeout_ms: 60_000,
-            max_msg_timeout_ms: 15 * 60_000,
             max_queue_depth: 1_000_000,
             match_cache_size: 4096,
             shutdown_grace_ms: 3_000,
-        }
-    }
-}
-
-impl CoreConfig {
-    /// The router settings these keys describe.
-    pub fn router(&self) -> RouterConfig {
-        RouterConfig {
-            queue: QueueConfig {
-                msg_timeout: Duration::from_millis(self.msg_timeout_ms),
-                max_msg_timeout: Duration::from_millis(self.max_msg_timeout_ms),
-                max_depth: self.max_queue_depth,
-            },
-            cache_size: self.match_cache_size,
         }
     }
 }
@@ -154,6 +136,19 @@ fn base(file: Option<&Path>) -> Figment {
 }
 
 impl Config {
+    /// The router settings: `[core]` plus nsqd's queue keys from `[nsq]`.
+    pub fn router(&self) -> RouterConfig {
+        RouterConfig {
+            queue: QueueConfig {
+                msg_timeout: Duration::from_millis(self.nsq.msg_timeout_ms),
+                max_msg_timeout: Duration::from_millis(self.nsq.max_msg_timeout_ms),
+                max_depth: self.core.max_queue_depth,
+                mem_queue_size: usize::try_from(self.nsq.mem_queue_size).unwrap_or(usize::MAX),
+            },
+            cache_size: self.core.match_cache_size,
+        }
+    }
+
     /// Loads defaults < `file` < `POLYMQ_*` env < `overrides` (`section.key=value`, TOML values;
     /// bare words are taken as strings).
     pub fn load(file: Option<&Path>, overrides: &[String]) -> Result<Self, ConfigError> {

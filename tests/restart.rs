@@ -46,3 +46,53 @@ async fn topics_channels_and_pause_flags_survive_a_restart() {
     }
     server.stop().await;
 }
+
+#[tokio::test]
+async fn past_mem_queue_size_a_channel_spills_to_disk_and_survives_a_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = TestServer::start_disk(dir.path(), "[nsq]\nmem_queue_size = 2\n").await;
+    let router = server.router().clone();
+    let channel = router.topic("spill").expect("topic").channel("c");
+    for i in 0..10 {
+        let msg = polymq_core::Envelope::new(
+            polymq_core::Subject::new("spill").expect("subject"),
+            bytes::Bytes::from(format!("m{i}")),
+            polymq_core::Origin::broker(),
+        );
+        router
+            .publish_durable(std::sync::Arc::new(msg))
+            .await
+            .expect("publish");
+    }
+    let stats = channel.stats();
+    assert_eq!((stats.depth, stats.backend_depth), (10, 8));
+    drop((router, channel));
+    server.stop().await;
+
+    let server = TestServer::start_disk(dir.path(), "[nsq]\nmem_queue_size = 2\n").await;
+    let channel = server
+        .router()
+        .get_topic("spill")
+        .expect("topic")
+        .channel("c");
+    assert_eq!(channel.stats().depth, 10);
+    let (sink, mut outbox) = polymq_core::outbox(64, polymq_core::Overflow::Drop);
+    let member = channel.attach(sink, polymq_core::SubscriptionId(u64::MAX));
+    member.set_credit(100);
+    let mut got = Vec::new();
+    while got.len() < 10 {
+        let delivery = tokio::time::timeout(common::STEP, outbox.recv())
+            .await
+            .expect("delivery")
+            .expect("open");
+        member.fin(&delivery.msg.id).expect("fin");
+        got.push(String::from_utf8_lossy(&delivery.msg.payload).into_owned());
+    }
+    let want: Vec<String> = (0..10).map(|i| format!("m{i}")).collect();
+    assert_eq!(
+        got, want,
+        "in publish order, memory part first, then the store"
+    );
+    drop(member);
+    server.stop().await;
+}

@@ -44,6 +44,10 @@ const RETRY_DELAY: Duration = Duration::from_millis(5);
 const WRITE_BATCH: usize = 256;
 /// Capacity of the writer's command channel.
 const WRITER_CAPACITY: usize = 4096;
+/// Delay before retrying a refill that failed to read the store.
+const REFILL_RETRY: Duration = Duration::from_millis(500);
+/// Fewest records a refill reads from the store at once.
+const REFILL_MIN: usize = 64;
 
 /// Limits and timeouts of durable queues.
 #[derive(Debug, Clone)]
@@ -54,6 +58,9 @@ pub struct QueueConfig {
     pub max_msg_timeout: Duration,
     /// Most ready messages a queue holds; beyond it `put` fails (ephemeral queues drop).
     pub max_depth: usize,
+    /// Ready messages kept in memory per durable queue (nsqd `--mem-queue-size`); beyond it
+    /// new messages stay only in the store until the queue drains. 0 keeps none in memory.
+    pub mem_queue_size: usize,
 }
 
 impl Default for QueueConfig {
@@ -62,6 +69,7 @@ impl Default for QueueConfig {
             msg_timeout: Duration::from_secs(60),
             max_msg_timeout: Duration::from_secs(15 * 60),
             max_depth: 1_000_000,
+            mem_queue_size: 10_000,
         }
     }
 }
@@ -80,8 +88,10 @@ pub enum AckError {
 /// Counters of one queue, with nsqd's meanings.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct QueueStats {
-    /// Ready messages (nsqd `depth`).
+    /// Ready messages, in memory and in the store (nsqd `depth`).
     pub depth: usize,
+    /// Ready messages held only in the store (nsqd `backend_depth`).
+    pub backend_depth: usize,
     /// Messages delivered and not yet finished.
     pub in_flight: usize,
     /// Messages waiting for their deferral to pass.
@@ -98,7 +108,7 @@ pub struct QueueStats {
     pub paused: bool,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Ready {
     msg: Arc<Envelope>,
     attempts: u16,
@@ -138,6 +148,20 @@ struct State {
     next_member: usize,
     paused: bool,
     retry_at: Option<Instant>,
+    /// Ready messages held only in the store, oldest first (durable queues past
+    /// `mem_queue_size`).
+    spilled: VecDeque<Offset>,
+    /// A refill from the store is wanted or under way.
+    refill: Refill,
+}
+
+/// Progress of reading spilled messages back from the store.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum Refill {
+    #[default]
+    Idle,
+    Wanted,
+    Running,
 }
 
 impl State {
@@ -182,23 +206,69 @@ enum WriteCmd {
     Release(Offset),
 }
 
-/// The store behind queues and topics, and the tracker of their one-shot background writes
-/// (metadata, queue removal) so that shutdown can wait for them.
+/// The store behind queues and topics, and their background writes: metadata goes through
+/// one ordered queue (a later write to a key never lands before an earlier one), and every
+/// background write is tracked so that shutdown can wait for it.
 #[derive(Debug, Clone)]
 pub struct Backing {
     /// The storage backend.
     pub store: Arc<dyn Store>,
-    /// One-shot store writes in flight.
+    /// Background store writes in flight.
     pub background: TaskTracker,
+    meta: Arc<Mutex<MetaWrites>>,
+}
+
+/// Metadata writes waiting for the drain task, in call order.
+#[derive(Debug, Default)]
+struct MetaWrites {
+    pending: VecDeque<(String, Option<Bytes>)>,
+    draining: bool,
 }
 
 impl Backing {
+    /// Backing over `store`.
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Self {
+            store,
+            background: TaskTracker::new(),
+            meta: Arc::default(),
+        }
+    }
+
     /// Runs a one-shot store write in the background, tracked for shutdown.
     pub(crate) fn spawn<F>(&self, write: F)
     where
         F: std::future::Future<Output = ()> + Send + 'static,
     {
         self.background.spawn(write);
+    }
+
+    /// Sets (`Some`) or deletes (`None`) a metadata key in the background, after every earlier
+    /// metadata write. Does nothing for a non-durable store.
+    pub(crate) fn put_meta(&self, key: String, value: Option<Bytes>) {
+        if !self.store.is_durable() {
+            return;
+        }
+        let mut writes = self.meta.lock();
+        writes.pending.push_back((key, value));
+        if std::mem::replace(&mut writes.draining, true) {
+            return;
+        }
+        let (meta, store) = (self.meta.clone(), self.store.clone());
+        self.background.spawn(async move {
+            loop {
+                let next = {
+                    let mut writes = meta.lock();
+                    let next = writes.pending.pop_front();
+                    writes.draining = next.is_some();
+                    next
+                };
+                let Some((key, value)) = next else { return };
+                if let Err(err) = store.put_meta(&key, value).await {
+                    tracing::error!(%key, %err, "persisting metadata failed");
+                }
+            }
+        });
     }
 }
 
@@ -222,8 +292,8 @@ pub struct DurableQueue {
     on_abandoned: Mutex<Option<OnAbandoned>>,
     /// Metadata key under which the pause flag is persisted (NSQ channels).
     meta_key: Mutex<Option<String>>,
-    /// One-shot store writes, awaited by [`crate::Router::flush`] at shutdown.
-    background: TaskTracker,
+    /// Background store writes, awaited by [`crate::Router::flush`] at shutdown.
+    backing: Backing,
 }
 
 impl std::fmt::Debug for DurableQueue {
@@ -266,7 +336,7 @@ impl DurableQueue {
             next_member_id: AtomicU64::new(1),
             on_abandoned: Mutex::new(None),
             meta_key: Mutex::new(None),
-            background: backing.background.clone(),
+            backing: backing.clone(),
         });
         tokio::spawn(timer_loop(
             Arc::downgrade(&queue),
@@ -400,10 +470,22 @@ impl DurableQueue {
                 }
             }
             _ => {
-                st.ready.push_back(ready);
+                if let Some(offset) = self.spill_offset(st, &ready) {
+                    st.spilled.push_back(offset);
+                } else {
+                    st.ready.push_back(ready);
+                }
                 self.dispatch(st);
             }
         }
+    }
+
+    /// The offset to keep instead of the message when it should live only in the store: a
+    /// fresh durable message while memory is full or older messages are already spilled.
+    fn spill_offset(&self, st: &State, ready: &Ready) -> Option<Offset> {
+        let offset = ready.offset?;
+        let full = st.ready.len() >= self.config.mem_queue_size || !st.spilled.is_empty();
+        (self.store.is_some() && ready.attempts == 0 && full).then_some(offset)
     }
 
     /// Loads records read back from the store after a restart (ready, in order).
@@ -412,11 +494,21 @@ impl DurableQueue {
         for (offset, bytes) in records {
             match record::decode(bytes) {
                 Ok((msg, attempts)) => {
-                    st.ready.push_back(Ready {
+                    let ready = Ready {
                         msg: Arc::new(msg),
                         attempts,
                         offset: Some(offset),
-                    });
+                    };
+                    match self.spill_offset(
+                        &st,
+                        &Ready {
+                            attempts: 0,
+                            ..ready.clone()
+                        },
+                    ) {
+                        Some(offset) => st.spilled.push_back(offset),
+                        None => st.ready.push_back(ready),
+                    }
                     self.message_count.fetch_add(1, Ordering::Relaxed);
                 }
                 Err(err) => {
@@ -471,7 +563,7 @@ impl DurableQueue {
     }
 
     fn persist_paused(&self, paused: bool) {
-        let (Some(store), Some(key)) = (self.store.clone(), self.meta_key.lock().clone()) else {
+        let Some(key) = self.meta_key.lock().clone() else {
             return;
         };
         let value = if paused {
@@ -479,11 +571,9 @@ impl DurableQueue {
         } else {
             Bytes::new()
         };
-        self.background.spawn(async move {
-            if let Err(err) = store.put_meta(&key, Some(value)).await {
-                tracing::error!(%key, %err, "persisting the pause flag failed");
-            }
-        });
+        if self.is_durable() {
+            self.backing.put_meta(key, Some(value));
+        }
     }
 
     /// True while paused.
@@ -498,6 +588,7 @@ impl DurableQueue {
             let mut offsets: Vec<Offset> = st.ready.drain(..).filter_map(|r| r.offset).collect();
             offsets.extend(st.deferred_msgs.drain().filter_map(|(_, r)| r.offset));
             offsets.extend(st.in_flight.drain().filter_map(|(_, f)| f.ready.offset));
+            offsets.extend(st.spilled.drain(..));
             st.deferred.clear();
             st.deadlines.clear();
             for slot in &mut st.members {
@@ -512,7 +603,8 @@ impl DurableQueue {
     pub fn stats(&self) -> QueueStats {
         let st = self.state.lock();
         QueueStats {
-            depth: st.ready.len(),
+            depth: st.ready.len() + st.spilled.len(),
+            backend_depth: st.spilled.len(),
             in_flight: st.in_flight.len(),
             deferred: st.deferred_msgs.len(),
             message_count: self.message_count.load(Ordering::Relaxed),
@@ -528,22 +620,9 @@ impl DurableQueue {
         self.closed.cancel();
     }
 
-    /// Moves every ready and deferred message out (topic buffer → first channel).
-    pub(crate) fn take_pending(&self) -> Vec<Arc<Envelope>> {
-        let (msgs, offsets) = {
-            let mut st = self.state.lock();
-            let deferred: Vec<Ready> = st.deferred_msgs.drain().map(|(_, r)| r).collect();
-            st.deferred.clear();
-            let all: Vec<Ready> = st.ready.drain(..).chain(deferred).collect();
-            let offsets: Vec<Offset> = all.iter().filter_map(|r| r.offset).collect();
-            (all.into_iter().map(|r| r.msg).collect::<Vec<_>>(), offsets)
-        };
-        offsets.into_iter().for_each(|offset| self.release(offset));
-        msgs
-    }
-
     /// Sends ready messages to members with credit, round robin. Called with the lock held.
     fn dispatch(&self, st: &mut State) {
+        self.want_refill(st);
         if st.paused || st.members.is_empty() {
             return;
         }
@@ -595,6 +674,65 @@ impl DurableQueue {
                 self.wake.notify_one();
             }
         }
+    }
+
+    /// Asks the timer task to read spilled messages back once memory is half empty.
+    fn want_refill(&self, st: &mut State) {
+        let low = self.config.mem_queue_size / 2;
+        if st.refill == Refill::Idle && !st.spilled.is_empty() && st.ready.len() <= low {
+            st.refill = Refill::Wanted;
+            self.wake.notify_one();
+        }
+    }
+
+    /// Starts a wanted refill: the store, the first spilled offset and how many to read.
+    fn begin_refill(&self) -> Option<(Arc<dyn Store>, Offset, usize)> {
+        let store = self.store.clone()?;
+        let mut st = self.state.lock();
+        let from = *st.spilled.front()?;
+        if st.refill != Refill::Wanted {
+            return None;
+        }
+        st.refill = Refill::Running;
+        let room = self
+            .config
+            .mem_queue_size
+            .saturating_sub(st.ready.len())
+            .max(REFILL_MIN);
+        Some((store, from, room.min(st.spilled.len())))
+    }
+
+    /// Moves records read back from the store into memory, in spill order.
+    fn finish_refill(&self, records: Vec<(Offset, Bytes)>) {
+        let mut st = self.state.lock();
+        if records.is_empty() {
+            // The store no longer has them (emptied meanwhile): nothing to wait for.
+            tracing::warn!(queue = %self.name, lost = st.spilled.len(), "spilled records missing");
+            st.spilled.clear();
+        }
+        for (offset, bytes) in records {
+            while st.spilled.front().is_some_and(|&front| front < offset) {
+                st.spilled.pop_front();
+            }
+            if st.spilled.front() != Some(&offset) {
+                continue; // In memory already (deferred or requeued), not spilled.
+            }
+            st.spilled.pop_front();
+            match record::decode(bytes) {
+                Ok((msg, attempts)) => {
+                    st.ready.push_back(Ready {
+                        msg: Arc::new(msg),
+                        attempts,
+                        offset: Some(offset),
+                    });
+                }
+                Err(err) => {
+                    tracing::warn!(queue = %self.name, offset = offset.0, %err, "skipping undecodable record")
+                }
+            }
+        }
+        st.refill = Refill::Idle;
+        self.dispatch(&mut st);
     }
 
     /// Fires in-flight timeouts and due deferred messages, then dispatches.
@@ -813,9 +951,18 @@ async fn timer_loop(queue: Weak<DurableQueue>, wake: Arc<Notify>, closed: Cancel
             () = wake.notified() => {}
             () = sleep => {}
         }
-        match queue.upgrade() {
-            Some(q) => q.on_timer(Instant::now()),
-            None => return,
+        let Some(q) = queue.upgrade() else { return };
+        q.on_timer(Instant::now());
+        if let Some((store, from, max)) = q.begin_refill() {
+            match store.read(&q.name, from, max).await {
+                Ok(records) => q.finish_refill(records),
+                Err(err) => {
+                    tracing::error!(queue = %q.name, %err, "reading spilled messages failed");
+                    let mut st = q.state.lock();
+                    st.refill = Refill::Wanted;
+                    st.retry_at = Some(Instant::now() + REFILL_RETRY);
+                }
+            }
         }
     }
 }

@@ -12,10 +12,7 @@ use crate::router::tests::NullStore;
 use crate::subject::Subject;
 
 fn queue(config: QueueConfig) -> Arc<DurableQueue> {
-    let backing = Backing {
-        store: Arc::new(NullStore),
-        background: Default::default(),
-    };
+    let backing = Backing::new(Arc::new(NullStore));
     DurableQueue::new(QueueName::new("q"), &backing, config, false)
 }
 
@@ -24,6 +21,7 @@ fn short() -> QueueConfig {
         msg_timeout: Duration::from_secs(1),
         max_msg_timeout: Duration::from_secs(3),
         max_depth: 100,
+        mem_queue_size: 100,
     }
 }
 
@@ -211,4 +209,115 @@ async fn members_share_round_robin() {
     }
     assert_eq!(bodies(&mut out_a).len(), 5);
     assert_eq!(bodies(&mut out_b).len(), 5);
+}
+
+/// A durable in-memory store: records survive as long as the value (tests of spilling).
+#[derive(Debug, Default)]
+struct RecordingStore {
+    queues: Mutex<std::collections::BTreeMap<u64, Bytes>>,
+}
+
+#[async_trait::async_trait]
+impl Store for RecordingStore {
+    fn is_durable(&self) -> bool {
+        true
+    }
+    async fn append(
+        &self,
+        _: &QueueName,
+        batch: &[Bytes],
+    ) -> Result<Vec<Offset>, crate::StoreError> {
+        let mut q = self.queues.lock();
+        let next = q.keys().next_back().map_or(0, |k| k + 1);
+        Ok(batch
+            .iter()
+            .enumerate()
+            .map(|(i, b)| {
+                q.insert(next + i as u64, b.clone());
+                Offset(next + i as u64)
+            })
+            .collect())
+    }
+    async fn read(
+        &self,
+        _: &QueueName,
+        from: Offset,
+        max: usize,
+    ) -> Result<Vec<(Offset, Bytes)>, crate::StoreError> {
+        let q = self.queues.lock();
+        Ok(q.range(from.0..)
+            .take(max)
+            .map(|(k, v)| (Offset(*k), v.clone()))
+            .collect())
+    }
+    async fn release(&self, _: &QueueName, acked: &[Offset]) -> Result<(), crate::StoreError> {
+        let mut q = self.queues.lock();
+        acked.iter().for_each(|o| {
+            q.remove(&o.0);
+        });
+        Ok(())
+    }
+    async fn remove_queue(&self, _: &QueueName) -> Result<(), crate::StoreError> {
+        Ok(())
+    }
+    async fn queues(&self) -> Result<Vec<QueueName>, crate::StoreError> {
+        Ok(Vec::new())
+    }
+    async fn put_meta(&self, _: &str, _: Option<Bytes>) -> Result<(), crate::StoreError> {
+        Ok(())
+    }
+    async fn load_meta(&self, _: &str) -> Result<Vec<(String, Bytes)>, crate::StoreError> {
+        Ok(Vec::new())
+    }
+    async fn persist(&self, _: crate::PersistMode) -> Result<(), crate::StoreError> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn past_mem_queue_size_messages_live_in_the_store_and_come_back_in_order() {
+    let store = Arc::new(RecordingStore::default());
+    let backing = Backing::new(store.clone());
+    let config = QueueConfig {
+        mem_queue_size: 4,
+        ..short()
+    };
+    let q = DurableQueue::new(QueueName::new("spill"), &backing, config, false);
+    let bodies_in: Vec<&'static str> = vec!["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"];
+    for body in &bodies_in {
+        q.put(msg(body)).await.unwrap();
+    }
+    let stats = q.stats();
+    assert_eq!(
+        (stats.depth, stats.backend_depth),
+        (10, 6),
+        "4 in memory, 6 only in the store"
+    );
+    assert_eq!(q.state.lock().ready.len(), 4);
+
+    let (m, mut out) = member(&q);
+    m.set_credit(100);
+    let mut got = Vec::new();
+    for _ in 0..200 {
+        while let Some(d) = out.try_recv() {
+            m.fin(&d.msg.id).unwrap();
+            got.push(String::from_utf8_lossy(&d.msg.payload).into_owned());
+        }
+        if got.len() == bodies_in.len() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert_eq!(got, bodies_in, "every message, in publish order");
+    assert_eq!(q.stats().backend_depth, 0);
+    for _ in 0..200 {
+        if store.queues.lock().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert!(
+        store.queues.lock().is_empty(),
+        "finished records are released"
+    );
 }

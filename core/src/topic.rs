@@ -22,14 +22,20 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use bytes::Bytes;
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 
 use crate::envelope::Envelope;
 use crate::error::RouteError;
-use crate::queue::{Backing, DurableQueue, QueueConfig, QueueStats};
+use crate::outbox::{outbox, Overflow};
+use crate::queue::{Backing, DurableQueue, Member, QueueConfig, QueueStats};
 use crate::router::{RouterInner, SubscriptionId};
 use crate::store::QueueName;
 use crate::subject::{nsq, Subject, SubjectError};
+
+/// Most buffered messages the pump moves at once.
+const PUMP_CREDIT: u32 = 256;
+/// Delay before the pump retries a message a channel refused.
+const PUMP_RETRY: Duration = Duration::from_millis(500);
 
 /// Metadata key prefix of persisted topics.
 pub(crate) const TOPIC_META: &str = "nsq.topic/";
@@ -43,6 +49,8 @@ pub struct TopicStats {
     pub name: String,
     /// Messages held in the topic buffer (no channel yet, or paused).
     pub depth: usize,
+    /// Of those, messages held only in the store (nsqd `backend_depth`).
+    pub backend_depth: usize,
     /// Messages ever put.
     pub message_count: u64,
     /// Payload bytes ever put.
@@ -67,6 +75,8 @@ pub struct Topic {
     config: QueueConfig,
     router: Weak<RouterInner>,
     index_id: SubscriptionId,
+    /// The buffer's one member: the pump that hands buffered messages to the channels.
+    pump: Mutex<Option<Arc<Member>>>,
 }
 
 impl std::fmt::Debug for Topic {
@@ -106,6 +116,7 @@ impl Topic {
             config,
             router,
             index_id,
+            pump: Mutex::new(None),
         })
     }
 
@@ -234,13 +245,48 @@ impl Topic {
     }
 
     /// Moves buffered messages to the channels, unless paused or channel-less.
+    /// Lets the pump move buffered messages while the topic has channels and is not paused.
     pub(crate) fn flush_buffer(&self) {
-        let Some(channels) = self.targets() else {
-            return;
+        let credit = if self.targets().is_some() {
+            PUMP_CREDIT
+        } else {
+            0
         };
-        for msg in self.buffer.take_pending() {
-            channels.iter().for_each(|c| c.put_nowait(msg.clone()));
+        if let Some(pump) = self.pump.lock().as_ref() {
+            pump.set_credit(credit);
         }
+    }
+
+    /// Attaches the pump to the buffer: buffered messages are put into every channel (awaiting
+    /// their durability) and only then finished in the buffer, so a crash never loses one.
+    pub(crate) fn start_pump(self: &Arc<Self>) {
+        let (sink, mut outbox) = outbox(PUMP_CREDIT as usize, Overflow::Drop);
+        let pump = Arc::new(self.buffer.attach(sink, self.index_id));
+        let member = Arc::downgrade(&pump);
+        *self.pump.lock() = Some(pump);
+        let topic = Arc::downgrade(self);
+        tokio::spawn(async move {
+            while let Some(delivery) = outbox.recv().await {
+                let (Some(topic), Some(member)) = (topic.upgrade(), member.upgrade()) else {
+                    return;
+                };
+                let channels: Vec<Arc<DurableQueue>> =
+                    topic.channels.read().values().cloned().collect();
+                let mut handed = Ok(());
+                for channel in channels {
+                    handed = handed.and(channel.put(delivery.msg.clone()).await);
+                }
+                let id = &delivery.msg.id;
+                let acked = match handed {
+                    Ok(()) => member.fin(id),
+                    Err(_) => member.requeue(id, PUMP_RETRY),
+                };
+                if let Err(err) = acked {
+                    tracing::debug!(topic = %topic.name, %err, "buffered message changed meanwhile");
+                }
+            }
+        });
+        self.flush_buffer();
     }
 
     /// The channel `name`, if it exists.
@@ -273,6 +319,9 @@ impl Topic {
         if !self.ephemeral && !nsq::is_ephemeral(name) {
             self.persist_meta(format!("{CHANNEL_META}{}/{name}", self.name), None);
         }
+        if now_empty {
+            self.flush_buffer();
+        }
         if now_empty && self.ephemeral {
             if let Some(router) = self.router.upgrade() {
                 router.delete_topic(&self.name);
@@ -285,6 +334,7 @@ impl Topic {
     pub fn pause(&self) {
         self.paused.store(true, Ordering::Release);
         self.persist_topic_meta();
+        self.flush_buffer();
     }
 
     /// Resumes copying, starting with what the buffer held.
@@ -306,9 +356,11 @@ impl Topic {
 
     /// A snapshot of the topic's counters.
     pub fn stats(&self) -> TopicStats {
+        let buffer = self.buffer.stats();
         TopicStats {
             name: self.name.clone(),
-            depth: self.buffer.stats().depth,
+            depth: buffer.depth,
+            backend_depth: buffer.backend_depth,
             message_count: self.message_count.load(Ordering::Relaxed),
             message_bytes: self.message_bytes.load(Ordering::Relaxed),
             paused: self.is_paused(),
@@ -338,15 +390,7 @@ impl Topic {
     }
 
     fn persist_meta(&self, key: String, value: Option<Bytes>) {
-        if !self.backing.store.is_durable() {
-            return;
-        }
-        let store = self.backing.store.clone();
-        self.backing.spawn(async move {
-            if let Err(err) = store.put_meta(&key, value).await {
-                tracing::error!(%key, %err, "persisting topic metadata failed");
-            }
-        });
+        self.backing.put_meta(key, value);
     }
 
     fn remove_stored(&self, queue: QueueName) {
@@ -360,6 +404,7 @@ impl Topic {
 
     /// Deletes every channel and the buffer's messages (topic deletion).
     pub(crate) fn destroy(&self) {
+        self.pump.lock().take();
         let names: Vec<String> = self.channels.read().keys().cloned().collect();
         for name in names {
             self.delete_channel(&name);

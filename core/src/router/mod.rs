@@ -27,7 +27,6 @@ use std::sync::Arc;
 
 use dashmap::DashMap;
 use parking_lot::RwLock;
-use tokio_util::task::TaskTracker;
 
 use crate::envelope::{Envelope, Origin};
 use crate::error::RouteError;
@@ -199,10 +198,7 @@ impl Router {
             topics: DashMap::new(),
             queues: DashMap::new(),
             retained: DashMap::new(),
-            backing: Backing {
-                store,
-                background: TaskTracker::new(),
-            },
+            backing: Backing::new(store),
             metrics: Arc::new(Metrics::default()),
         };
         Self {
@@ -613,14 +609,7 @@ impl RouterInner {
             self.retained.insert(msg.subject.clone(), msg.clone());
             Some(record::encode(msg, 0))
         };
-        if self.backing.store.is_durable() {
-            let store = self.backing.store.clone();
-            self.backing.spawn(async move {
-                if let Err(err) = store.put_meta(&key, value).await {
-                    tracing::error!(%key, %err, "persisting retained message failed");
-                }
-            });
-        }
+        self.backing.put_meta(key, value);
     }
 
     fn topic(self: &Arc<Self>, name: &str) -> Result<Arc<Topic>, SubjectError> {
@@ -639,6 +628,7 @@ impl RouterInner {
             dashmap::Entry::Occupied(existing) => return Ok(existing.get().clone()),
             dashmap::Entry::Vacant(slot) => slot.insert(Arc::new(fresh)).clone(),
         };
+        topic.start_pump();
         let filter = Filter::exact(topic.subject());
         self.state.write().index.insert(
             &filter,

@@ -40,8 +40,8 @@ pub struct Config {
     pub max_output_buffer_size: u64,
     /// Largest `output_buffer_timeout` a client may IDENTIFY with, ms.
     pub max_output_buffer_timeout_ms: u64,
-    /// Messages a topic or channel keeps in memory before the store takes over
-    /// (nsqd `--mem-queue-size`); reported, the core's storage policy applies.
+    /// Messages a topic or channel keeps in memory before the rest lives only in the store
+    /// (nsqd `--mem-queue-size`; with the disk backend). Applies to every durable queue.
     pub mem_queue_size: u64,
     /// Accepted AUTH secrets; AUTH is required when the list is not empty.
     pub auth_secrets: Vec<String>,

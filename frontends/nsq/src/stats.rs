@@ -2,8 +2,9 @@
 //!
 //! Field names, order and null-versus-empty choices follow nsqd's `stats.go` and
 //! `client_v2.go` (`ClientV2Stats`). Values polymq has no equivalent for are reported as nsqd
-//! reports them when the feature is unused: `backend_depth` 0, `e2e_processing_latency`
-//! `{"count":0,"percentiles":null}`, TLS fields empty.
+//! reports them when the feature is unused: `e2e_processing_latency`
+//! `{"count":0,"percentiles":null}`, TLS fields empty. `backend_depth` counts the messages a
+//! queue holds only in the store (past `mem_queue_size`, disk backend).
 //!
 //! # Invariants
 //! - Topics and channels are sorted by name; clients by connection order.
@@ -104,7 +105,7 @@ fn topic_json(topic: &Topic, clients: &[Arc<ClientInfo>], request: &Request) -> 
             json!({
                 "channel_name": name,
                 "depth": c.depth,
-                "backend_depth": 0,
+                "backend_depth": c.backend_depth,
                 "in_flight_count": c.in_flight,
                 "deferred_count": c.deferred,
                 "message_count": c.message_count,
@@ -124,7 +125,7 @@ fn topic_json(topic: &Topic, clients: &[Arc<ClientInfo>], request: &Request) -> 
         "topic_name": stats.name,
         "channels": channels,
         "depth": stats.depth,
-        "backend_depth": 0,
+        "backend_depth": stats.backend_depth,
         "message_count": stats.message_count,
         "message_bytes": stats.message_bytes,
         "paused": stats.paused,
