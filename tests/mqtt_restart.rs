@@ -67,6 +67,18 @@ async fn retained_messages_survive_a_restart_on_disk() {
         .await;
         // Replace one and clear one before the restart.
         publish_retained(addr, &[("dev/2/state", "on"), ("dev/3/state", "")]).await;
+        // The core writes retained messages to the store in the background: wait until the
+        // store holds exactly the two left before stopping.
+        let store = server.router().store().clone();
+        let mut stored = Vec::new();
+        for _ in 0..500 {
+            stored = store.load_meta("retained/").await.unwrap();
+            if stored.len() == 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(stored.len(), 2, "retained messages in the store");
         server.stop().await;
 
         let server = TestServer::start_disk(dir.path(), "[mqtt]\nsys_interval_secs = 0\n").await;

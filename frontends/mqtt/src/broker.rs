@@ -273,7 +273,16 @@ pub struct Broker {
     /// When the listener started.
     pub started: Instant,
     sessions: DashMap<String, Arc<Slot>>,
-    meta: Option<mpsc::UnboundedSender<(String, Option<Bytes>)>>,
+    meta: Option<mpsc::UnboundedSender<MetaCmd>>,
+}
+
+/// A write for the session metadata writer task.
+#[derive(Debug)]
+enum MetaCmd {
+    /// Set (`Some`) or delete (`None`) one key.
+    Put(String, Option<Bytes>),
+    /// Answer once every earlier write is done.
+    Flush(tokio::sync::oneshot::Sender<()>),
 }
 
 impl Broker {
@@ -281,12 +290,19 @@ impl Broker {
     /// writer task keeps session metadata writes in order.
     pub fn new(router: Router, config: &Config) -> Self {
         let meta = router.store().is_durable().then(|| {
-            let (tx, mut rx) = mpsc::unbounded_channel::<(String, Option<Bytes>)>();
+            let (tx, mut rx) = mpsc::unbounded_channel::<MetaCmd>();
             let store = router.store().clone();
             tokio::spawn(async move {
-                while let Some((key, value)) = rx.recv().await {
-                    if let Err(err) = store.put_meta(&key, value).await {
-                        tracing::error!(%key, %err, "persisting MQTT session failed");
+                while let Some(cmd) = rx.recv().await {
+                    match cmd {
+                        MetaCmd::Put(key, value) => {
+                            if let Err(err) = store.put_meta(&key, value).await {
+                                tracing::error!(%key, %err, "persisting MQTT session failed");
+                            }
+                        }
+                        MetaCmd::Flush(done) => {
+                            let _ = done.send(());
+                        }
                     }
                 }
             });
@@ -342,7 +358,19 @@ impl Broker {
         }
         if let Some(meta) = &self.meta {
             let key = format!("{SESSION_META}{}", session.client_id);
-            let _ = meta.send((key, Some(persist::encode(&session.to_stored()))));
+            let _ = meta.send(MetaCmd::Put(
+                key,
+                Some(persist::encode(&session.to_stored())),
+            ));
+        }
+    }
+
+    /// Waits until every session metadata write issued so far reached the store.
+    pub async fn flush_sessions(&self) {
+        let Some(meta) = &self.meta else { return };
+        let (done, wait) = tokio::sync::oneshot::channel();
+        if meta.send(MetaCmd::Flush(done)).is_ok() {
+            let _ = wait.await;
         }
     }
 
@@ -351,7 +379,8 @@ impl Broker {
         let persisted = session.queue.is_some();
         session.discard(&self.router);
         if let (true, Some(meta)) = (persisted, &self.meta) {
-            let _ = meta.send((format!("{SESSION_META}{}", session.client_id), None));
+            let key = format!("{SESSION_META}{}", session.client_id);
+            let _ = meta.send(MetaCmd::Put(key, None));
         }
     }
 

@@ -58,17 +58,25 @@ pub async fn serve(
         tokio::spawn(sys::publish_loop(broker.clone(), shutdown.clone()));
     }
     let max_connections = broker.config.max_connections;
-    serve_tcp(
+    let accepting = broker.clone();
+    let served = serve_tcp(
         listener,
         shutdown,
         max_connections,
         move |stream, peer, token| {
-            let broker = broker.clone();
+            let broker = accepting.clone();
             async move {
                 let _ = stream.set_nodelay(true);
                 session::run(broker, stream, peer, token).await;
             }
         },
     )
-    .await
+    .await;
+    // Every connection has handed its session back: let their records reach the store
+    // before the binary persists and exits.
+    let _ = tokio::time::timeout(FLUSH_WAIT, broker.flush_sessions()).await;
+    served
 }
+
+/// Longest wait for session records at shutdown.
+const FLUSH_WAIT: std::time::Duration = std::time::Duration::from_secs(5);

@@ -219,7 +219,7 @@ where
         Ok(plan) => plan,
         Err((code, why)) => return Err(refuse(io, connect.protocol, code, why)),
     };
-    Connection::open(broker, io, *connect, plan).await
+    Ok(Connection::open(broker, io, *connect, plan).await)
 }
 
 /// mosquitto's CONNECT checks that need broker settings, in its order. `Err` carries the
@@ -338,12 +338,7 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     /// Claims the client id, answers CONNACK and resumes the session.
-    async fn open(
-        broker: &Arc<Broker>,
-        io: Io<S>,
-        connect: Connect,
-        plan: Plan,
-    ) -> Result<Self, Refused<S>> {
+    async fn open(broker: &Arc<Broker>, io: Io<S>, connect: Connect, plan: Plan) -> Self {
         let v = connect.protocol;
         tracing::Span::current().record("client_id", plan.client_id.as_str());
         let mut claim = broker.claim(&plan.client_id, connect.clean_start).await;
@@ -403,7 +398,7 @@ where
         };
         conn.send_connack(session_present, &plan);
         conn.resume();
-        Ok(conn)
+        conn
     }
 
     fn send_connack(&mut self, session_present: bool, plan: &Plan) {
@@ -1169,5 +1164,37 @@ impl Inflight {
         match self {
             Self::Queued { qos, .. } | Self::Direct { qos } => qos,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn assigned_ids_look_like_mosquittos() {
+        let id = assigned_client_id();
+        assert_eq!(id.len(), 41);
+        assert!(id.starts_with("auto-"));
+        let groups: Vec<usize> = id["auto-".len()..].split('-').map(str::len).collect();
+        assert_eq!(groups, vec![8, 4, 4, 4, 12]);
+        assert!(id["auto-".len()..]
+            .chars()
+            .all(|c| c == '-' || c.is_ascii_hexdigit()));
+        assert_ne!(assigned_client_id(), id);
+    }
+
+    #[test]
+    fn refusal_codes_follow_the_version() {
+        let v3 = ProtocolVersion::V311;
+        let v5 = ProtocolVersion::V5;
+        assert_eq!(
+            code_for(v3, connack::NOT_AUTHORIZED, reason::NOT_AUTHORIZED),
+            5
+        );
+        assert_eq!(
+            code_for(v5, connack::NOT_AUTHORIZED, reason::NOT_AUTHORIZED),
+            0x87
+        );
     }
 }
