@@ -40,9 +40,9 @@ pub struct Config {
     /// Unanswered server PINGs tolerated; one more closes with `Stale Connection`.
     pub max_pings_out: u32,
     /// Bytes of outbound data a client may have pending before it is disconnected as a slow
-    /// consumer. The session's outbox holds `max_pending / 8 KiB` messages (at least 256, at
-    /// most 65536) and its write buffer at most `max_pending` bytes; overflowing either is a
-    /// slow consumer.
+    /// consumer (counted in the session's write buffer). The outbox between the router and
+    /// the session holds `max_pending / 128` messages (1024 to 1Mi) to absorb bursts;
+    /// overflowing it is a slow consumer too.
     pub max_pending: usize,
     /// How long a write may make no progress before the client is a slow consumer, in
     /// milliseconds (nats-server `write_deadline`).
@@ -141,10 +141,10 @@ impl Config {
         Duration::from_millis(self.write_deadline_ms)
     }
 
-    /// Outbox capacity in messages derived from `max_pending` (one slot per 8 KiB, clamped
-    /// to 256..=65536).
+    /// Outbox capacity in messages derived from `max_pending`: one slot per 128 bytes (a
+    /// small message), clamped to 1024..=1Mi. Slots are allocated only as they fill.
     pub fn outbox_capacity(&self) -> usize {
-        (self.max_pending / 8192).clamp(256, 65_536)
+        (self.max_pending / 128).clamp(1024, 1 << 20)
     }
 }
 
@@ -161,7 +161,7 @@ mod tests {
         assert_eq!(c.max_pings_out, 2);
         assert_eq!(c.max_pending, 67_108_864);
         assert_eq!(c.auth_timeout(), Duration::from_secs(2));
-        assert_eq!(c.outbox_capacity(), 8192);
+        assert_eq!(c.outbox_capacity(), 524_288);
         assert!(!c.auth_required());
         assert_eq!(c.validate(), Ok(()));
     }
@@ -202,7 +202,7 @@ mod tests {
                 ..Config::default()
             }
             .outbox_capacity(),
-            256
+            1024
         );
     }
 }

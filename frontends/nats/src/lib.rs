@@ -18,10 +18,11 @@
 //!   the 503 no-responders status when the client asked for it.
 //!
 //! # Overflow policy
-//! Slow consumers are disconnected, as nats-server does: the session's outbox
-//! (`Overflow::Disconnect`, `max_pending / 8 KiB` messages) overflowing, its write buffer
-//! passing `max_pending` bytes, or a write stalled for `write_deadline` closes the connection
-//! after a best-effort `-ERR 'Slow Consumer'`, and counts it in `/varz` `slow_consumers`.
+//! Slow consumers are disconnected, as nats-server does. Pending output is counted in bytes in
+//! the session's write buffer; passing `max_pending`, overflowing the outbox that feeds it
+//! (`Overflow::Disconnect`, `max_pending / 128` messages, a burst buffer), or a write stalled
+//! for `write_deadline` closes the connection after a best-effort `-ERR 'Slow Consumer'` and
+//! counts it in `/varz` `slow_consumers`.
 //!
 //! # Invariants
 //! - The router is never awaited and no lock is held across an `.await`.

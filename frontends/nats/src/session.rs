@@ -1,9 +1,10 @@
 //! One NATS client connection: handshake, the op loop, deliveries, keepalive and teardown.
 //!
-//! A session is one task. It sends INFO, then (when authentication is required) waits for a
-//! CONNECT under the auth timeout, then runs one `select!` loop over: shutdown, the outbox's
-//! slow-consumer signal, writing the pending output buffer, draining the outbox into that
-//! buffer, reading and decoding client ops, the PING timer and the write deadline.
+//! A session is one task. Its handshake queues INFO; then one `select!` loop runs over:
+//! shutdown, the outbox's slow-consumer signal, writing the pending output buffer, draining
+//! the outbox into that buffer, reading and decoding client ops, the PING timer, the write
+//! deadline and, while authentication is pending, the CONNECT deadline (nats-server runs its
+//! PING and auth timers side by side from accept).
 //!
 //! ```text
 //! socket ─read─▶ rbuf ─ServerCodec─▶ ops ─▶ router.publish / subscribe / PONG / +OK ─┐
@@ -13,9 +14,11 @@
 //! # Invariants
 //! - Every buffered op is decoded and handled before the loop waits again; deliveries are
 //!   drained in batches into `out`, which is written with as few writes as the socket allows.
-//! - `out` never holds more than `max_pending` bytes: overflowing it, overflowing the outbox,
-//!   or a write making no progress for `write_deadline` is a slow consumer (counted, pending
-//!   output dropped, `-ERR 'Slow Consumer'` attempted, connection closed).
+//! - Pending output is counted in bytes, as nats-server does: the outbox is drained into `out`
+//!   whenever `out` is under `max_pending`, so the outbox only absorbs bursts between wakeups.
+//!   `out` passing `max_pending`, the outbox overflowing, or a write making no progress for
+//!   `write_deadline` is a slow consumer (counted, pending output dropped,
+//!   `-ERR 'Slow Consumer'` attempted, connection closed).
 //! - A delivery whose subscription is gone (UNSUB, auto-unsubscribe) is discarded, so no
 //!   message is delivered past an UNSUB's `max_msgs`.
 //! - Dropping a session unsubscribes all its subscriptions and deregisters it from the
@@ -51,7 +54,7 @@ use crate::monitor::{ClientMeta, ConnStats, Monitor, SubMeta};
 const READ_CHUNK: usize = 32 * 1024;
 /// Least free space before a read.
 const MIN_READ_SPACE: usize = 4 * 1024;
-/// Stop draining the outbox into `out` at this size and write first.
+/// One drain of the outbox stops once `out` holds this much, so writes interleave.
 const WRITE_BATCH: usize = 256 * 1024;
 /// Most deliveries drained per batch, so a flood cannot starve the socket.
 const MAX_DRAIN: usize = 4096;
@@ -361,7 +364,7 @@ impl Session {
                     }
                     self.stats.set_pending(self.out.len());
                 }
-                Some(delivery) = self.outbox.recv(), if self.out.len() < WRITE_BATCH => {
+                Some(delivery) = self.outbox.recv(), if self.out.len() < self.max_pending => {
                     self.drain(Some(delivery), WRITE_BATCH)?;
                 }
                 read = reader.read_buf(rbuf) => {
@@ -392,12 +395,12 @@ impl Session {
     fn process(&mut self, rbuf: &mut BytesMut) -> Result<(), SessionError> {
         let before = self.out.len();
         while let Some(op) = self.next_op(rbuf)? {
-            if !self.outbox.is_empty() {
+            while !self.outbox.is_empty() {
                 self.drain(None, usize::MAX)?;
             }
             self.handle(op)?;
         }
-        if !self.outbox.is_empty() {
+        while !self.outbox.is_empty() {
             self.drain(None, usize::MAX)?;
         }
         if self.out.len() > self.max_pending {
@@ -674,6 +677,15 @@ impl Session {
         self.ok();
     }
 
+    /// Removes every subscription from the router (the connection is ending).
+    fn unsubscribe_all(&mut self) {
+        for (id, _) in self.subs.drain() {
+            self.shared.router.unsubscribe(id);
+            self.shared.monitor.unsubscribed();
+        }
+        self.sids.clear();
+    }
+
     fn remove_sub(&mut self, id: SubscriptionId) {
         if let Some(sub) = self.subs.remove(&id) {
             self.shared.router.unsubscribe(id);
@@ -734,13 +746,15 @@ impl Session {
         Some(size)
     }
 
-    /// Writes the closing `-ERR` (if nats-server sends one) and closes the socket.
+    /// Leaves the router, then writes the closing `-ERR` (if nats-server sends one) and
+    /// closes the socket.
     async fn close<W: AsyncWrite + Unpin>(&mut self, writer: &mut W, err: &SessionError) {
+        self.unsubscribe_all();
         match err {
             SessionError::SlowConsumer => {
                 self.shared.monitor.slow_consumer();
-                self.metrics
-                    .dropped(Protocol::Nats, self.outbox.len() as u64 + 1);
+                let lost = self.outbox.dropped() + self.outbox.len() as u64;
+                self.metrics.dropped(Protocol::Nats, lost);
             }
             SessionError::StaleConnection => self.shared.monitor.stale_connection(),
             _ => {}
@@ -779,10 +793,7 @@ fn headers_for(cache: &mut Option<(Arc<Envelope>, Bytes)>, msg: &Arc<Envelope>) 
 
 impl Drop for Session {
     fn drop(&mut self) {
-        for (id, _) in self.subs.drain() {
-            self.shared.router.unsubscribe(id);
-            self.shared.monitor.unsubscribed();
-        }
+        self.unsubscribe_all();
         self.shared.monitor.close_connection(&self.stats);
         self.metrics.connection_closed(Protocol::Nats);
     }
