@@ -46,7 +46,9 @@
 //! ZMTP is at-most-once (RFC 29/30): each peer has an outbox of `sndhwm` messages; when it is
 //! full, further messages for that peer are dropped and counted in the metrics, and the
 //! router is never blocked. Incoming messages with an invalid subject frame are dropped and
-//! counted too (ZMTP has no NACK).
+//! counted too (ZMTP has no NACK). Unlike a libzmq PUSH/PULL pipeline, which blocks the
+//! producer at the HWM, a PUSH peer is never slowed down by slow PULL peers: their overflow
+//! is dropped and counted (DESIGN.md: ZMQ legs are at-most-once).
 //!
 //! # Invariants
 //! - Limits (`max_msg_size` per frame and per message, parts per message) are enforced before
