@@ -168,9 +168,19 @@ struct ConnectPatch {
 }
 
 impl ClientOpts {
-    /// Applies a CONNECT argument; an error means nats-server would close silently.
+    /// Applies a CONNECT argument; an error means nats-server would close silently. Like Go's
+    /// `json.Unmarshal` into a struct, `null` changes nothing and anything but an object or
+    /// `null` is an error.
     pub fn apply_connect(&mut self, json: &[u8]) -> Result<(), serde_json::Error> {
-        let patch: ConnectPatch = serde_json::from_slice(json)?;
+        let patch: ConnectPatch = match serde_json::from_slice(json)? {
+            serde_json::Value::Null => return Ok(()),
+            object @ serde_json::Value::Object(_) => serde_json::from_value(object)?,
+            _ => {
+                return Err(serde::de::Error::custom(
+                    "CONNECT options must be a JSON object",
+                ))
+            }
+        };
         let ConnectPatch {
             verbose,
             pedantic,
@@ -328,6 +338,10 @@ mod tests {
             .unwrap();
         assert!(!opts.echo && !opts.verbose && opts.headers);
         assert!(opts.apply_connect(b"").is_err());
+        assert!(opts.apply_connect(b"[]").is_err());
+        assert!(opts.apply_connect(b"1").is_err());
+        assert!(opts.apply_connect(b"null").is_ok());
+        assert!(!opts.echo && opts.headers);
         assert!(opts.apply_connect(br#"{"verbose":"yes"}"#).is_err());
         assert!(opts.apply_connect(br#"{"protocol":1.5}"#).is_err());
     }

@@ -562,7 +562,6 @@ impl Session {
                     payload,
                     self.origin,
                 );
-                self.shared.monitor.matched();
                 self.shared.router.publish(Arc::new(msg)).matched()
             }
             None => 0,
