@@ -20,7 +20,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -218,10 +218,13 @@ pub struct Backing {
     meta: Arc<Mutex<MetaWrites>>,
 }
 
+/// One metadata write and who waits for it.
+type MetaWrite = (String, Option<Bytes>, Option<oneshot::Sender<()>>);
+
 /// Metadata writes waiting for the drain task, in call order.
 #[derive(Debug, Default)]
 struct MetaWrites {
-    pending: VecDeque<(String, Option<Bytes>)>,
+    pending: VecDeque<MetaWrite>,
     draining: bool,
 }
 
@@ -246,11 +249,21 @@ impl Backing {
     /// Sets (`Some`) or deletes (`None`) a metadata key in the background, after every earlier
     /// metadata write. Does nothing for a non-durable store.
     pub(crate) fn put_meta(&self, key: String, value: Option<Bytes>) {
+        self.put_meta_then(key, value, None);
+    }
+
+    /// As [`Backing::put_meta`]; `done` fires once the write reached the store (or failed).
+    pub(crate) fn put_meta_then(
+        &self,
+        key: String,
+        value: Option<Bytes>,
+        done: Option<oneshot::Sender<()>>,
+    ) {
         if !self.store.is_durable() {
             return;
         }
         let mut writes = self.meta.lock();
-        writes.pending.push_back((key, value));
+        writes.pending.push_back((key, value, done));
         if std::mem::replace(&mut writes.draining, true) {
             return;
         }
@@ -263,9 +276,14 @@ impl Backing {
                     writes.draining = next.is_some();
                     next
                 };
-                let Some((key, value)) = next else { return };
+                let Some((key, value, done)) = next else {
+                    return;
+                };
                 if let Err(err) = store.put_meta(&key, value).await {
                     tracing::error!(%key, %err, "persisting metadata failed");
+                }
+                if let Some(done) = done {
+                    let _ = done.send(());
                 }
             }
         });
@@ -292,6 +310,10 @@ pub struct DurableQueue {
     on_abandoned: Mutex<Option<OnAbandoned>>,
     /// Metadata key under which the pause flag is persisted (NSQ channels).
     meta_key: Mutex<Option<String>>,
+    /// Most queued messages; beyond it new ones are dropped (MQTT offline queues).
+    limit: AtomicUsize,
+    /// Messages dropped by `limit`.
+    dropped: AtomicU64,
     /// Background store writes, awaited by [`crate::Router::flush`] at shutdown.
     backing: Backing,
 }
@@ -336,6 +358,8 @@ impl DurableQueue {
             next_member_id: AtomicU64::new(1),
             on_abandoned: Mutex::new(None),
             meta_key: Mutex::new(None),
+            limit: AtomicUsize::new(usize::MAX),
+            dropped: AtomicU64::new(0),
             backing: backing.clone(),
         });
         tokio::spawn(timer_loop(
@@ -373,6 +397,34 @@ impl DurableQueue {
         *self.on_abandoned.lock() = Some(callback);
     }
 
+    /// Caps the messages waiting in the queue (ready, spilled and deferred); beyond the cap new
+    /// messages are dropped and counted, as mosquitto's `max_queued_messages` does.
+    pub fn set_limit(&self, limit: usize) {
+        self.limit.store(limit, Ordering::Relaxed);
+    }
+
+    /// Messages dropped because the queue was at its limit.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// True (and counted) when a new message must be dropped for the queue's limit.
+    fn at_limit(&self) -> bool {
+        let limit = self.limit.load(Ordering::Relaxed);
+        if limit == usize::MAX {
+            return false;
+        }
+        let waiting = {
+            let st = self.state.lock();
+            st.ready.len() + st.spilled.len() + st.deferred_msgs.len()
+        };
+        let full = waiting >= limit;
+        if full {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+        full
+    }
+
     /// Enqueues a message; returns once it is accepted (appended, for a durable store).
     pub async fn put(&self, msg: Arc<Envelope>) -> Result<(), RouteError> {
         self.put_with(msg, None).await
@@ -380,6 +432,9 @@ impl DurableQueue {
 
     /// Enqueues a message without waiting; a durable append completes in the background.
     pub fn put_nowait(self: &Arc<Self>, msg: Arc<Envelope>) {
+        if self.at_limit() {
+            return;
+        }
         let Some(writer) = &self.writer else {
             // Non-durable: errors are counted by the caller through `stats`, nothing to wait for.
             let _ = self.push_memory(msg, None);
@@ -415,6 +470,9 @@ impl DurableQueue {
         msg: Arc<Envelope>,
         defer_until: Option<Instant>,
     ) -> Result<(), RouteError> {
+        if self.at_limit() {
+            return Ok(());
+        }
         let Some(writer) = &self.writer else {
             return self.push_memory(msg, defer_until);
         };

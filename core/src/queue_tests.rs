@@ -321,3 +321,17 @@ async fn past_mem_queue_size_messages_live_in_the_store_and_come_back_in_order()
         "finished records are released"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_limited_queue_drops_the_newest_and_counts() {
+    let q = queue(short());
+    q.set_limit(2);
+    for body in ["1", "2", "3", "4"] {
+        q.put(msg(body)).await.unwrap();
+    }
+    assert_eq!(q.stats().depth, 2);
+    assert_eq!(q.dropped(), 2);
+    let (m, mut out) = member(&q);
+    m.set_credit(10);
+    assert_eq!(bodies(&mut out), [("1".into(), 1), ("2".into(), 1)]);
+}

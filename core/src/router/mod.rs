@@ -25,8 +25,10 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use bytes::Bytes;
 use dashmap::DashMap;
 use parking_lot::RwLock;
+use tokio::sync::oneshot;
 
 use crate::envelope::{Envelope, Origin};
 use crate::error::RouteError;
@@ -43,6 +45,8 @@ use index::{Entry, Index};
 
 /// Metadata key prefix of retained messages.
 const RETAINED_META: &str = "retained/";
+/// Metadata key prefix of frontend state records ([`Router::save_state`]).
+const STATE_META: &str = "state/";
 
 /// Identifies one subscription (or one router-internal target) for its whole life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -224,6 +228,39 @@ impl Router {
         &self.inner.backing.store
     }
 
+    /// True when the store keeps state across restarts.
+    pub fn is_durable(&self) -> bool {
+        self.inner.backing.store.is_durable()
+    }
+
+    /// Saves (`Some`) or deletes (`None`) a frontend's state record, e.g. an MQTT persistent
+    /// session's subscriptions, under `key`. Written in the background after every earlier
+    /// metadata write; nothing happens with a non-durable store.
+    pub fn save_state(&self, key: &str, value: Option<Bytes>) {
+        self.inner
+            .backing
+            .put_meta(format!("{STATE_META}{key}"), value);
+    }
+
+    /// Every state record whose key starts with `prefix`, sorted by key (keys as saved).
+    pub async fn load_state(&self, prefix: &str) -> Result<Vec<(String, Bytes)>, StoreError> {
+        let stored = self
+            .inner
+            .backing
+            .store
+            .load_meta(&format!("{STATE_META}{prefix}"))
+            .await?;
+        let strip = |key: String| {
+            key.strip_prefix(STATE_META)
+                .map(str::to_owned)
+                .unwrap_or(key)
+        };
+        Ok(stored
+            .into_iter()
+            .map(|(key, value)| (strip(key), value))
+            .collect())
+    }
+
     /// Waits for background store writes (metadata, retained messages, queue removals) to
     /// finish; call before persisting at shutdown.
     pub async fn flush(&self) {
@@ -362,7 +399,10 @@ impl Router {
     /// Routes a message and returns once every matched durable queue and topic accepted it
     /// under the store's durability (NSQ `OK`, MQTT PUBACK/PUBREC).
     pub async fn publish_durable(&self, msg: Arc<Envelope>) -> Result<Routed, RouteError> {
-        self.inner.update_retained(&msg);
+        if let Some(stored) = self.inner.update_retained(&msg) {
+            // A retained set or clear is part of what the publisher's ack promises.
+            stored.await.map_err(|_| RouteError::Closed)?;
+        }
         let matches = self.inner.lookup(&msg.subject);
         let mut routed = Routed::default();
         for (id, target) in matches.iter() {
@@ -597,9 +637,11 @@ impl RouterInner {
         self.cache.retain(|subject, _| !filter.matches(subject));
     }
 
-    fn update_retained(&self, msg: &Arc<Envelope>) {
+    /// Sets or clears the retained message of `msg.subject`; the returned receiver fires once
+    /// the change reached a durable store (`None` when there is nothing to wait for).
+    fn update_retained(&self, msg: &Arc<Envelope>) -> Option<oneshot::Receiver<()>> {
         if !msg.retain {
-            return;
+            return None;
         }
         let key = format!("{RETAINED_META}{}", msg.subject);
         let value = if msg.payload.is_empty() {
@@ -609,7 +651,12 @@ impl RouterInner {
             self.retained.insert(msg.subject.clone(), msg.clone());
             Some(record::encode(msg, 0))
         };
-        self.backing.put_meta(key, value);
+        if !self.backing.store.is_durable() {
+            return None;
+        }
+        let (done, stored) = oneshot::channel();
+        self.backing.put_meta_then(key, value, Some(done));
+        Some(stored)
     }
 
     fn topic(self: &Arc<Self>, name: &str) -> Result<Arc<Topic>, SubjectError> {

@@ -21,7 +21,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use dashmap::DashMap;
 use parking_lot::Mutex;
 use polymq_core::queue::DurableQueue;
@@ -30,7 +29,6 @@ use polymq_core::{
     ConnId, Filter, MessageId, Origin, Protocol, Router, StoreError, SubscriptionId,
     SubscriptionSpec,
 };
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
@@ -273,68 +271,35 @@ pub struct Broker {
     /// When the listener started.
     pub started: Instant,
     sessions: DashMap<String, Arc<Slot>>,
-    meta: Option<mpsc::UnboundedSender<MetaCmd>>,
 }
 
 /// A write for the session metadata writer task.
-#[derive(Debug)]
-enum MetaCmd {
-    /// Set (`Some`) or delete (`None`) one key.
-    Put(String, Option<Bytes>),
-    /// Answer once every earlier write is done.
-    Flush(tokio::sync::oneshot::Sender<()>),
-}
-
 impl Broker {
-    /// New listener state. Must be called inside a tokio runtime: with a durable store a
-    /// writer task keeps session metadata writes in order.
+    /// New listener state. Session records go through the router's ordered state writes.
     pub fn new(router: Router, config: &Config) -> Self {
-        let meta = router.store().is_durable().then(|| {
-            let (tx, mut rx) = mpsc::unbounded_channel::<MetaCmd>();
-            let store = router.store().clone();
-            tokio::spawn(async move {
-                while let Some(cmd) = rx.recv().await {
-                    match cmd {
-                        MetaCmd::Put(key, value) => {
-                            if let Err(err) = store.put_meta(&key, value).await {
-                                tracing::error!(%key, %err, "persisting MQTT session failed");
-                            }
-                        }
-                        MetaCmd::Flush(done) => {
-                            let _ = done.send(());
-                        }
-                    }
-                }
-            });
-            tx
-        });
         Self {
             router,
             config: config.normalised(),
             stats: Stats::default(),
             started: Instant::now(),
             sessions: DashMap::new(),
-            meta,
         }
     }
 
     /// Loads the persistent sessions a durable store kept across a restart; they are offline
     /// until their clients reconnect, and expire as usual.
     pub async fn recover(self: &Arc<Self>) -> Result<(), StoreError> {
-        if self.meta.is_none() {
+        if !self.router.is_durable() {
             return Ok(());
         }
-        for (key, value) in self.router.store().load_meta(SESSION_META).await? {
+        for (key, value) in self.router.load_state(SESSION_META).await? {
             let client_id = key.trim_start_matches(SESSION_META).to_owned();
             let Some(stored) = persist::decode(value) else {
                 tracing::warn!(%key, "skipping undecodable MQTT session");
                 continue;
             };
             let mut session = SessionState::new(&client_id, stored.expiry);
-            session.queue = Some(
-                self.router
-                    .durable_queue(&SessionState::queue_name(&client_id)),
-            );
+            session.queue = Some(self.session_queue(&client_id));
             for sub in &stored.subs {
                 if let Some(restored) = session.restore_sub(&self.router, sub) {
                     session.subs.insert(sub.filter.clone(), restored);
@@ -356,31 +321,33 @@ impl Broker {
         if session.queue.is_none() || session.expiry == 0 {
             return;
         }
-        if let Some(meta) = &self.meta {
-            let key = format!("{SESSION_META}{}", session.client_id);
-            let _ = meta.send(MetaCmd::Put(
-                key,
-                Some(persist::encode(&session.to_stored())),
-            ));
-        }
+        let key = format!("{SESSION_META}{}", session.client_id);
+        let record = persist::encode(&session.to_stored());
+        self.router.save_state(&key, Some(record));
     }
 
-    /// Waits until every session metadata write issued so far reached the store.
+    /// The offline queue of a persistent session, capped at `max_queued_messages` waiting
+    /// messages (newer ones are dropped while it is full, as mosquitto does).
+    pub fn session_queue(&self, client_id: &str) -> Arc<DurableQueue> {
+        let queue = self
+            .router
+            .durable_queue(&SessionState::queue_name(client_id));
+        queue.set_limit(self.config.max_queued_messages);
+        queue
+    }
+
+    /// Waits until every session record written so far reached the store.
     pub async fn flush_sessions(&self) {
-        let Some(meta) = &self.meta else { return };
-        let (done, wait) = tokio::sync::oneshot::channel();
-        if meta.send(MetaCmd::Flush(done)).is_ok() {
-            let _ = wait.await;
-        }
+        self.router.flush().await;
     }
 
     /// Ends a session for good: router subscriptions, queue and stored record.
     pub fn end_session(&self, session: &mut SessionState) {
         let persisted = session.queue.is_some();
         session.discard(&self.router);
-        if let (true, Some(meta)) = (persisted, &self.meta) {
-            let key = format!("{SESSION_META}{}", session.client_id);
-            let _ = meta.send(MetaCmd::Put(key, None));
+        if persisted {
+            self.router
+                .save_state(&format!("{SESSION_META}{}", session.client_id), None);
         }
     }
 

@@ -443,8 +443,7 @@ where
             }
         }
         if self.session.expiry > 0 && self.session.queue.is_none() {
-            let name = SessionState::queue_name(&self.session.client_id);
-            self.session.queue = Some(self.broker.router.durable_queue(&name));
+            self.session.queue = Some(self.broker.session_queue(&self.session.client_id));
         }
         self.broker.save_session(&self.session);
         if let Some(queue) = &self.session.queue {
