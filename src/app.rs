@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -69,13 +69,29 @@ pub struct Running {
     grace: Duration,
 }
 
+/// Pending connections the kernel queues per listener (the default 128 overflows when
+/// hundreds of clients connect at once).
+const LISTEN_BACKLOG: u32 = 4096;
+
 async fn bind(what: &'static str, addr: &str) -> Result<(TcpListener, SocketAddr), StartError> {
     let bind_err = |source| StartError::Bind {
         what,
         addr: addr.to_owned(),
         source,
     };
-    let listener = TcpListener::bind(addr).await.map_err(bind_err)?;
+    let resolved = tokio::net::lookup_host(addr)
+        .await
+        .map_err(bind_err)?
+        .next()
+        .ok_or_else(|| bind_err(std::io::Error::other("address resolves to nothing")))?;
+    let socket = match resolved {
+        SocketAddr::V4(_) => TcpSocket::new_v4(),
+        SocketAddr::V6(_) => TcpSocket::new_v6(),
+    }
+    .map_err(bind_err)?;
+    socket.set_reuseaddr(true).map_err(bind_err)?;
+    socket.bind(resolved).map_err(bind_err)?;
+    let listener = socket.listen(LISTEN_BACKLOG).map_err(bind_err)?;
     let local = listener.local_addr().map_err(bind_err)?;
     Ok((listener, local))
 }

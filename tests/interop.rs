@@ -1,7 +1,7 @@
 //! Interop suites: real third-party Python clients (nats-py, paho-mqtt, pynsq, pyzmq) against
 //! the broker started in-process. Each suite is `tests/interop/test_<proto>.py`, run by pytest
-//! with the broker's addresses in `POLYMQ_NATS`, `POLYMQ_MQTT`, `POLYMQ_NSQ_TCP`,
-//! `POLYMQ_NSQ_HTTP`, `POLYMQ_ZMTP` and `POLYMQ_ADMIN`.
+//! with the broker's addresses in `INTEROP_NATS`, `INTEROP_MQTT`, `INTEROP_NSQ_TCP`,
+//! `INTEROP_NSQ_HTTP`, `INTEROP_ZMTP` and `INTEROP_ADMIN`.
 //!
 //! `scripts/test.sh` installs the Python packages (tests/interop/requirements.txt).
 
@@ -20,12 +20,12 @@ async fn run_suite(file: &str) {
     let path = format!("{}/tests/interop/{file}", env!("CARGO_MANIFEST_DIR"));
     let mut child = tokio::process::Command::new("python3")
         .args(["-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", &path])
-        .env("POLYMQ_NATS", server.nats.to_string())
-        .env("POLYMQ_MQTT", server.mqtt.to_string())
-        .env("POLYMQ_NSQ_TCP", server.nsq_tcp.to_string())
-        .env("POLYMQ_NSQ_HTTP", server.nsq_http.to_string())
-        .env("POLYMQ_ZMTP", server.zmtp.to_string())
-        .env("POLYMQ_ADMIN", server.admin.to_string())
+        .env("INTEROP_NATS", server.nats.to_string())
+        .env("INTEROP_MQTT", server.mqtt.to_string())
+        .env("INTEROP_NSQ_TCP", server.nsq_tcp.to_string())
+        .env("INTEROP_NSQ_HTTP", server.nsq_http.to_string())
+        .env("INTEROP_ZMTP", server.zmtp.to_string())
+        .env("INTEROP_ADMIN", server.admin.to_string())
         .stdout(Stdio::inherit())
         .stderr(Stdio::inherit())
         .kill_on_drop(true)

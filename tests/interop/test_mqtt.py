@@ -1,6 +1,6 @@
 """paho-mqtt (MQTT 3.1.1 and 5.0) against polymq's MQTT listener.
 
-The broker address comes from POLYMQ_MQTT (host:port). Every wait is bounded.
+The broker address comes from INTEROP_MQTT (host:port). Every wait is bounded.
 """
 
 import os
@@ -13,7 +13,7 @@ import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-HOST, PORT = os.environ.get("POLYMQ_MQTT", "127.0.0.1:1883").rsplit(":", 1)
+HOST, PORT = os.environ.get("INTEROP_MQTT", "127.0.0.1:1883").rsplit(":", 1)
 PORT = int(PORT)
 WAIT = 10
 

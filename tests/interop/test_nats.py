@@ -2,7 +2,7 @@
 headers, no-responders, echo, max payload, auth failure, a bad protocol line, many concurrent
 connections and the monitoring endpoints.
 
-The broker address comes from POLYMQ_NATS (and POLYMQ_ADMIN for monitoring). The auth test
+The broker address comes from INTEROP_NATS (and INTEROP_ADMIN for monitoring). The auth test
 starts its own broker from the polymq binary (POLYMQ_BIN, or target/debug/polymq)."""
 
 import asyncio
@@ -20,8 +20,8 @@ import nats
 import nats.errors
 import pytest
 
-ADDR = os.environ.get("POLYMQ_NATS", "127.0.0.1:4222")
-ADMIN = os.environ.get("POLYMQ_ADMIN")
+ADDR = os.environ.get("INTEROP_NATS", "127.0.0.1:4222")
+ADMIN = os.environ.get("INTEROP_ADMIN")
 URL = f"nats://{ADDR}"
 TIMEOUT = 20
 
@@ -283,7 +283,7 @@ listen = "127.0.0.1:0"
 """
     with tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False) as file:
         file.write(config)
-    # POLYMQ_* variables (the suite's own addresses) would be read as configuration.
+    # POLYMQ_* variables from the outer environment would be read as configuration.
     env = {k: v for k, v in os.environ.items() if not k.startswith("POLYMQ_")}
     proc = subprocess.Popen([str(binary), "--config", file.name], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -344,7 +344,7 @@ def test_many_concurrent_connections():
     run(scenario())
 
 
-@pytest.mark.skipif(not ADMIN, reason="POLYMQ_ADMIN not set")
+@pytest.mark.skipif(not ADMIN, reason="INTEROP_ADMIN not set")
 def test_monitoring_endpoints():
     async def scenario():
         nc = await connect(name="watcher")

@@ -1,5 +1,5 @@
 """pynsq against polymq's NSQ frontend: a Writer, Readers on two channels, requeue, touch,
-and the HTTP API. The broker address comes from POLYMQ_NSQ_TCP / POLYMQ_NSQ_HTTP."""
+and the HTTP API. The broker address comes from INTEROP_NSQ_TCP / INTEROP_NSQ_HTTP."""
 
 import asyncio
 import json
@@ -10,8 +10,8 @@ import uuid
 import nsq
 import pytest
 
-TCP = os.environ.get("POLYMQ_NSQ_TCP", "127.0.0.1:4150")
-HTTP = os.environ.get("POLYMQ_NSQ_HTTP", "127.0.0.1:4151")
+TCP = os.environ.get("INTEROP_NSQ_TCP", "127.0.0.1:4150")
+HTTP = os.environ.get("INTEROP_NSQ_HTTP", "127.0.0.1:4151")
 TIMEOUT = 20
 
 

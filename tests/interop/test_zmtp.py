@@ -1,6 +1,6 @@
 """pyzmq (libzmq) against polymq's ZMTP frontend: every socket pattern, X- metadata,
 multipart and 1 MiB messages, the request-reply error replies, refused socket types, and the
-subject space shared with NATS. The broker address comes from POLYMQ_ZMTP (and POLYMQ_NATS)."""
+subject space shared with NATS. The broker address comes from INTEROP_ZMTP (and INTEROP_NATS)."""
 
 import asyncio
 import os
@@ -11,8 +11,8 @@ import pytest
 import zmq
 import zmq.utils.monitor
 
-ZMTP = os.environ.get("POLYMQ_ZMTP", "127.0.0.1:5555")
-NATS = os.environ.get("POLYMQ_NATS", "127.0.0.1:4222")
+ZMTP = os.environ.get("INTEROP_ZMTP", "127.0.0.1:5555")
+NATS = os.environ.get("INTEROP_NATS", "127.0.0.1:4222")
 TIMEOUT_MS = 5000
 
 

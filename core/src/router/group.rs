@@ -14,25 +14,18 @@ use std::sync::Arc;
 
 use parking_lot::RwLock;
 
-use crate::envelope::{Envelope, Origin};
+use crate::envelope::Envelope;
 use crate::outbox::{Delivery, Offer, Sink};
 use crate::subject::Filter;
 
-use super::SubscriptionId;
+use super::{Admission, SubscriptionId};
 
 /// One member of a group.
 #[derive(Debug, Clone)]
 pub(crate) struct GroupMember {
     pub(crate) id: SubscriptionId,
     pub(crate) sink: Sink,
-    pub(crate) origin: Origin,
-    pub(crate) no_local: bool,
-}
-
-impl GroupMember {
-    fn accepts(&self, msg: &Envelope) -> bool {
-        !(self.no_local && msg.origin.conn == self.origin.conn)
-    }
+    pub(crate) admission: Admission,
 }
 
 /// A set of competing consumers on one filter.
@@ -78,7 +71,7 @@ impl Group {
         let start = self.next.fetch_add(1, Ordering::Relaxed) % count;
         let rotation = members.iter().cycle().skip(start).take(count);
         let mut fallback = None;
-        for member in rotation.filter(|m| m.accepts(msg)) {
+        for member in rotation.filter(|m| m.admission.admits(msg)) {
             if member.sink.has_room() {
                 return Some(member.sink.offer(delivery(msg, member.id)));
             }

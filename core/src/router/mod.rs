@@ -63,6 +63,8 @@ pub struct SubscriptionSpec {
     pub origin: Origin,
     /// Skip messages published by the same connection (NATS `echo:false`, MQTT No Local).
     pub no_local: bool,
+    /// Take only requests (messages with a reply-to): ZMQ REP/ROUTER workers.
+    pub requests_only: bool,
 }
 
 impl SubscriptionSpec {
@@ -73,7 +75,34 @@ impl SubscriptionSpec {
             group: None,
             origin,
             no_local: false,
+            requests_only: false,
         }
+    }
+
+    fn admission(&self) -> Admission {
+        Admission {
+            origin: self.origin,
+            no_local: self.no_local,
+            requests_only: self.requests_only,
+        }
+    }
+}
+
+/// Which messages a subscription takes, beyond its filter.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Admission {
+    origin: Origin,
+    no_local: bool,
+    requests_only: bool,
+}
+
+impl Admission {
+    /// False for the subscriber's own messages under `no_local`, and for non-requests under
+    /// `requests_only`.
+    pub(crate) fn admits(&self, msg: &Envelope) -> bool {
+        let own = self.no_local && msg.origin.conn == self.origin.conn;
+        let not_a_request = self.requests_only && msg.reply_to.is_none();
+        !(own || not_a_request)
     }
 }
 
@@ -118,14 +147,12 @@ impl Default for RouterConfig {
 pub(crate) enum Target {
     Sink {
         sink: Sink,
-        origin: Origin,
-        no_local: bool,
+        admission: Admission,
     },
     Group(Arc<Group>),
     Queue {
         queue: Arc<DurableQueue>,
-        origin: Origin,
-        no_local: bool,
+        admission: Admission,
     },
     Topic(Arc<Topic>),
 }
@@ -273,14 +300,11 @@ impl Router {
     /// Subscribes a session outbox: a plain subscription, or a member of `spec.group`.
     pub fn subscribe(&self, spec: SubscriptionSpec, sink: Sink) -> SubscriptionId {
         let id = self.inner.next_id();
+        let admission = spec.admission();
         let mut state = self.inner.state.write();
         let kind = match spec.group {
             None => {
-                let target = Target::Sink {
-                    sink,
-                    origin: spec.origin,
-                    no_local: spec.no_local,
-                };
+                let target = Target::Sink { sink, admission };
                 state.index.insert(&spec.filter, Entry { id, target });
                 SubKind::Plain
             }
@@ -303,8 +327,7 @@ impl Router {
                 group.join(GroupMember {
                     id,
                     sink,
-                    origin: spec.origin,
-                    no_local: spec.no_local,
+                    admission,
                 });
                 SubKind::Member(group)
             }
@@ -331,8 +354,7 @@ impl Router {
         let id = self.inner.next_id();
         let target = Target::Queue {
             queue,
-            origin: spec.origin,
-            no_local: spec.no_local,
+            admission: spec.admission(),
         };
         let mut state = self.inner.state.write();
         state.index.insert(&spec.filter, Entry { id, target });
@@ -375,12 +397,8 @@ impl Router {
         let mut routed = Routed::default();
         for (id, target) in matches.iter() {
             match target {
-                Target::Queue {
-                    queue,
-                    origin,
-                    no_local,
-                } => {
-                    if !(*no_local && origin.conn == msg.origin.conn) {
+                Target::Queue { queue, admission } => {
+                    if admission.admits(&msg) {
                         queue.put_nowait(msg.clone());
                         routed.queued += 1;
                     }
@@ -407,12 +425,8 @@ impl Router {
         let mut routed = Routed::default();
         for (id, target) in matches.iter() {
             match target {
-                Target::Queue {
-                    queue,
-                    origin,
-                    no_local,
-                } => {
-                    if !(*no_local && origin.conn == msg.origin.conn) {
+                Target::Queue { queue, admission } => {
+                    if admission.admits(&msg) {
                         queue.put(msg.clone()).await?;
                         routed.queued += 1;
                     }
@@ -566,12 +580,8 @@ impl Router {
 
 fn deliver_now(id: SubscriptionId, target: &Target, msg: &Arc<Envelope>, routed: &mut Routed) {
     let offer = match target {
-        Target::Sink {
-            sink,
-            origin,
-            no_local,
-        } => {
-            if *no_local && origin.conn == msg.origin.conn {
+        Target::Sink { sink, admission } => {
+            if !admission.admits(msg) {
                 return;
             }
             sink.offer(Delivery {

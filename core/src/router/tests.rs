@@ -396,3 +396,22 @@ proptest! {
         })?;
     }
 }
+
+#[tokio::test]
+async fn requests_only_members_skip_plain_publishes() {
+    let r = router();
+    let (sink, mut out) = outbox(8, Overflow::Drop);
+    let mut spec = SubscriptionSpec::new(Filter::new(">").unwrap(), origin(1));
+    spec.group = Some(Arc::from("workers.rep"));
+    spec.requests_only = true;
+    r.subscribe(spec, sink);
+    assert_eq!(
+        r.publish(msg("rpc.x", 9)).matched(),
+        0,
+        "a plain publish is not a request"
+    );
+    let mut request = Envelope::new(Subject::new("rpc.x").unwrap(), Bytes::new(), origin(9));
+    request.reply_to = Some(Subject::new("_INBOX.a").unwrap());
+    assert_eq!(r.publish(Arc::new(request)).delivered, 1);
+    assert_eq!(drain(&mut out), ["rpc.x"]);
+}

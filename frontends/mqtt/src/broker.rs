@@ -124,6 +124,7 @@ impl SessionState {
                     group: None,
                     origin: self.origin(),
                     no_local: stored.options.no_local,
+                    requests_only: false,
                 };
                 Some(router.subscribe_queue(spec, queue.clone()))
             }

@@ -438,6 +438,7 @@ where
                     group: sub.share.clone(),
                     origin,
                     no_local: sub.options.no_local,
+                    requests_only: false,
                 };
                 sub.router_id = Some(self.broker.router.subscribe(spec, self.sink.clone()));
             }
@@ -820,6 +821,7 @@ where
             group: share.clone(),
             origin: self.session.origin(),
             no_local: options.no_local,
+            requests_only: false,
         };
         let router = &self.broker.router;
         let router_id = match (&self.session.queue, &share) {

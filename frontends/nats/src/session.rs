@@ -639,6 +639,7 @@ impl Session {
             group: sub.queue.clone(),
             origin: self.origin,
             no_local: !self.opts.echo,
+            requests_only: false,
         };
         let id = self.shared.router.subscribe(spec, self.sink.clone());
         self.sids.insert(sub.sid.clone(), id);

@@ -501,6 +501,8 @@ where
                 if let Some(target) = peer.target {
                     let spec = SubscriptionSpec {
                         group: Some(target.group),
+                        // REP/ROUTER workers take only requests (DESIGN.md).
+                        requests_only: peer.role == Role::Responder,
                         ..SubscriptionSpec::new(target.filter, origin)
                     };
                     subscriptions.add(Bytes::new(), || spec, &sink);
