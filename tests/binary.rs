@@ -153,3 +153,42 @@ fn environment_overrides_the_file_and_cli_overrides_both() {
     assert_eq!(run(Some("200"), None), 200);
     assert_eq!(run(Some("200"), Some("nats.max_payload=300")), 300);
 }
+
+#[test]
+fn config_toml_documents_every_key_with_its_default() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let print = |args: &[&str]| {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let out = Command::new(BIN)
+            .args(args)
+            .current_dir(dir.path())
+            .output()
+            .expect("run");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).expect("json")
+    };
+    let shipped = format!("{root}/config.toml");
+    let from_file = print(&["--config", &shipped, "--print-config"]);
+    let defaults = print(&["--print-config"]);
+    assert_eq!(
+        from_file, defaults,
+        "config.toml states the built-in defaults"
+    );
+    let text = std::fs::read_to_string(&shipped).expect("config.toml");
+    for (section, keys) in defaults.as_object().expect("sections") {
+        assert!(
+            text.contains(&format!("[{section}]")),
+            "section [{section}] missing"
+        );
+        for key in keys.as_object().expect("keys").keys() {
+            let documented = text.contains(&format!("\n{key} = "))
+                || text.contains(&format!("\n# {key} = "))
+                || text.contains(&format!("[[{section}.{key}]]"));
+            assert!(documented, "{section}.{key} is not in config.toml");
+        }
+    }
+}
