@@ -325,3 +325,63 @@ async fn stats_json_has_nsqd_fields() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn stats_report_messages_held_only_in_the_store() {
+    run(async {
+        let dir = tempfile::tempdir().unwrap();
+        let server = TestServer::start_disk(dir.path(), "[nsq]\nmem_queue_size = 2\n").await;
+        let api = Api::new(&server);
+        api.post("/topic/create?topic=spill", "").await;
+        api.post("/channel/create?topic=spill&channel=c", "").await;
+        assert_eq!(
+            api.post("/mpub?topic=spill", "1\n2\n3\n4\n5").await.0,
+            StatusCode::OK
+        );
+        let stats = api.stats().await;
+        let channel = &stats["topics"][0]["channels"][0];
+        assert_eq!(channel["depth"], 5);
+        assert_eq!(channel["backend_depth"], 3, "past mem_queue_size");
+        let (_, text) = api.get("/stats?include_mem=false").await;
+        assert!(
+            text.contains("[c                        ] depth: 5     be-depth: 3     inflt: 0"),
+            "{text}"
+        );
+        assert!(!text.contains("Memory:"), "{text}");
+        let (_, text) = api.get("/stats").await;
+        for key in ["heap_objects", "heap_in_use_bytes", "gc_total_runs"] {
+            assert!(text.contains(&format!("\n   {key:<25}\t")), "{text}");
+        }
+        server.stop().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn ephemeral_topic_goes_with_its_last_deleted_channel() {
+    run(async {
+        let server = TestServer::start("").await;
+        let api = Api::new(&server);
+        let ok = (StatusCode::OK, String::new());
+        assert_eq!(api.post("/topic/create?topic=e%23ephemeral", "").await, ok);
+        for channel in ["a", "b"] {
+            let path = format!("/channel/create?topic=e%23ephemeral&channel={channel}");
+            assert_eq!(api.post(&path, "").await, ok);
+        }
+        let path = "/channel/delete?topic=e%23ephemeral&channel=a";
+        assert_eq!(api.post(path, "").await, ok);
+        assert!(server.router().get_topic("e#ephemeral").is_some());
+        let path = "/channel/delete?topic=e%23ephemeral&channel=b";
+        assert_eq!(api.post(path, "").await, ok);
+        assert!(
+            server.router().get_topic("e#ephemeral").is_none(),
+            "an ephemeral topic is deleted with its last channel"
+        );
+        // A durable topic stays.
+        api.post("/topic/create?topic=d", "").await;
+        api.post("/channel/create?topic=d&channel=a", "").await;
+        assert_eq!(api.post("/channel/delete?topic=d&channel=a", "").await, ok);
+        assert!(server.router().get_topic("d").is_some());
+    })
+    .await;
+}

@@ -185,19 +185,29 @@ fn client_json(client: &ClientInfo, topic_filter: &str) -> Value {
     Value::Object(out)
 }
 
-/// Memory figures in nsqd's shape; polymq reports its resident set as heap in use.
+/// Memory figures in nsqd's shape and order; polymq reports its resident set as heap in
+/// use and zero for the Go runtime's figures.
+fn memory() -> [(&'static str, u64); 9] {
+    [
+        ("heap_objects", 0),
+        ("heap_idle_bytes", 0),
+        ("heap_in_use_bytes", resident_bytes()),
+        ("heap_released_bytes", 0),
+        ("gc_pause_usec_100", 0),
+        ("gc_pause_usec_99", 0),
+        ("gc_pause_usec_95", 0),
+        ("next_gc_bytes", 0),
+        ("gc_total_runs", 0),
+    ]
+}
+
 fn memory_json() -> Value {
-    json!({
-        "heap_objects": 0,
-        "heap_idle_bytes": 0,
-        "heap_in_use_bytes": resident_bytes(),
-        "heap_released_bytes": 0,
-        "gc_pause_usec_100": 0,
-        "gc_pause_usec_99": 0,
-        "gc_pause_usec_95": 0,
-        "next_gc_bytes": 0,
-        "gc_total_runs": 0,
-    })
+    Value::Object(
+        memory()
+            .into_iter()
+            .map(|(key, value)| (key.to_owned(), json!(value)))
+            .collect(),
+    )
 }
 
 fn resident_bytes() -> u64 {
@@ -221,7 +231,9 @@ pub fn text(node: &Node, request: &Request) -> String {
     let _ = writeln!(w, "\nHealth: OK");
     if request.include_mem {
         let _ = writeln!(w, "\nMemory:");
-        let _ = writeln!(w, "   {:<25}\t{}", "heap_in_use_bytes", resident_bytes());
+        for (key, value) in memory() {
+            let _ = writeln!(w, "   {key:<25}\t{value}");
+        }
     }
     let clients = node.client_list();
     let topics = selected_topics(node, request).unwrap_or_default();
@@ -254,7 +266,7 @@ fn write_topic(w: &mut String, topic: &Topic, clients: &[Arc<ClientInfo>], reque
     let _ = writeln!(
         w,
         "\n{paused}[{:<15}] depth: {:<5} be-depth: {:<5} msgs: {:<8} e2e%: ",
-        stats.name, stats.depth, 0, stats.message_count
+        stats.name, stats.depth, stats.backend_depth, stats.message_count
     );
     for (name, c) in &stats.channels {
         if !request.channel.is_empty() && *name != request.channel {
@@ -264,7 +276,7 @@ fn write_topic(w: &mut String, topic: &Topic, clients: &[Arc<ClientInfo>], reque
         let _ = writeln!(
             w,
             "{paused}[{name:<25}] depth: {:<5} be-depth: {:<5} inflt: {:<4} def: {:<4} re-q: {:<5} timeout: {:<5} msgs: {:<8} e2e%: ",
-            c.depth, 0, c.in_flight, c.deferred, c.requeue_count, c.timeout_count, c.message_count
+            c.depth, c.backend_depth, c.in_flight, c.deferred, c.requeue_count, c.timeout_count, c.message_count
         );
         if request.include_clients {
             for client in clients
