@@ -719,3 +719,199 @@ async fn in_flight_messages_return_when_a_consumer_leaves() {
     })
     .await;
 }
+
+fn cmd(verb: &str, id: &[u8], tail: &str) -> Vec<u8> {
+    [verb.as_bytes(), b" ", id, tail.as_bytes(), b"\n"].concat()
+}
+
+fn channel_of(
+    server: &TestServer,
+    topic: &str,
+    channel: &str,
+) -> std::sync::Arc<polymq_core::queue::DurableQueue> {
+    server
+        .router()
+        .get_topic(topic)
+        .unwrap()
+        .get_channel(channel)
+        .unwrap()
+}
+
+#[tokio::test]
+async fn req_timeouts_are_clamped_while_dpub_range_is_fatal() {
+    run(async {
+        let server = TestServer::start("").await;
+        let mut consumer = Raw::connect(server.nsq_tcp).await;
+        consumer.subscribe("clamp", "c").await;
+        consumer.send(b"RDY 1\n").await;
+        consumer.publish("clamp", b"m").await;
+        let msg = consumer.message().await;
+        // 2^64-1 ms wraps to a negative duration in nsqd: clamped to 0, redelivered at once.
+        consumer
+            .send(&cmd("REQ", &msg.id, " 18446744073709551615"))
+            .await;
+        let again = consumer.message().await;
+        assert_eq!((again.id, again.attempts), (msg.id, 2));
+        // Past max-req-timeout: clamped to it, not refused.
+        consumer.send(&cmd("REQ", &again.id, " 7200000")).await;
+        consumer.expect_quiet().await;
+        let channel = channel_of(&server, "clamp", "c");
+        assert_eq!(channel.stats().deferred, 1);
+
+        let mut producer = Raw::connect(server.nsq_tcp).await;
+        producer
+            .send(b"DPUB clamp 3600000\n\x00\x00\x00\x01x")
+            .await;
+        producer.expect_ok().await;
+        producer
+            .send(b"DPUB clamp 18446744073709551615\n\x00\x00\x00\x01x")
+            .await;
+        producer
+            .expect_fatal("E_INVALID DPUB timeout 18446744073709551615 out of range 0-3600000")
+            .await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn fin_req_touch_of_another_clients_message_are_not_fatal() {
+    run(async {
+        let server = TestServer::start("").await;
+        let mut owner = Raw::connect(server.nsq_tcp).await;
+        let mut other = Raw::connect(server.nsq_tcp).await;
+        owner.subscribe("own", "c").await;
+        other.subscribe("own", "c").await;
+        owner.send(b"RDY 1\n").await;
+        owner.publish("own", b"mine").await;
+        let msg = owner.message().await;
+        let id = String::from_utf8_lossy(&msg.id).into_owned();
+        for (verb, tail) in [("FIN", ""), ("REQ", " 0"), ("TOUCH", "")] {
+            other.send(&cmd(verb, &msg.id, tail)).await;
+            other
+                .expect_error(&format!(
+                    "E_{verb}_FAILED {verb} {id} failed client does not own message"
+                ))
+                .await;
+        }
+        other.expect_quiet().await;
+        owner.send(&cmd("FIN", &msg.id, "")).await;
+        owner.expect_quiet().await;
+        assert_eq!(channel_of(&server, "own", "c").stats().in_flight, 0);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn mpub_is_all_or_nothing() {
+    run(async {
+        let server = TestServer::start("").await;
+        let mut consumer = Raw::connect(server.nsq_tcp).await;
+        consumer.subscribe("batch", "c").await;
+        let mut producer = Raw::connect(server.nsq_tcp).await;
+        // The third member declares size 0: nothing of the batch is enqueued.
+        let mut bad = mpub("batch", &[b"1", b"2"]);
+        let size = u32::from_be_bytes(bad[11..15].try_into().unwrap()) + 4;
+        bad[11..15].copy_from_slice(&size.to_be_bytes());
+        bad[15..19].copy_from_slice(&3u32.to_be_bytes());
+        bad.extend_from_slice(&0u32.to_be_bytes());
+        producer.send(&bad).await;
+        producer
+            .expect_fatal("E_BAD_MESSAGE MPUB invalid message(2) body size 0")
+            .await;
+        let mut producer = Raw::connect(server.nsq_tcp).await;
+        producer.publish("batch", b"good").await;
+        let channel = channel_of(&server, "batch", "c");
+        assert_eq!(channel.stats().depth, 1);
+        assert_eq!(channel.stats().message_count, 1);
+        consumer.send(b"RDY 5\n").await;
+        assert_eq!(consumer.message().await.body, b"good");
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn rdy_defaults_and_empty_lines() {
+    run(async {
+        let server = TestServer::start("").await;
+        let mut consumer = Raw::connect(server.nsq_tcp).await;
+        consumer.subscribe("rdy", "c").await;
+        let mut producer = Raw::connect(server.nsq_tcp).await;
+        producer.send(&mpub("rdy", &[b"1", b"2"])).await;
+        producer.expect_ok().await;
+        // No count means 1.
+        consumer.send(b"RDY\r\n").await;
+        let first = consumer.message().await;
+        consumer.expect_quiet().await;
+        let channel = channel_of(&server, "rdy", "c");
+        assert_eq!((channel.stats().in_flight, channel.stats().depth), (1, 1));
+        // An empty count is 0 (nsqd's ByteToBase10): FIN frees a slot but nothing follows.
+        consumer.send(b"RDY \n").await;
+        consumer.send(&cmd("FIN", &first.id, "")).await;
+        consumer.expect_quiet().await;
+        assert_eq!((channel.stats().in_flight, channel.stats().depth), (0, 1));
+        // An empty line is an invalid (empty) command.
+        consumer.send(b"\n").await;
+        consumer.expect_fatal("E_INVALID invalid command ").await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn cls_stops_delivery_and_in_flight_can_still_finish() {
+    run(async {
+        let server = TestServer::start("").await;
+        let mut consumer = Raw::connect(server.nsq_tcp).await;
+        consumer.subscribe("closing", "c").await;
+        consumer.send(b"RDY 5\n").await;
+        consumer.publish("closing", b"held").await;
+        let msg = consumer.message().await;
+        consumer.send(b"CLS\n").await;
+        let (kind, data) = consumer.reply().await;
+        assert_eq!(
+            (kind, data.as_slice()),
+            (RESPONSE, b"CLOSE_WAIT".as_slice())
+        );
+        consumer
+            .publish("closing", b"not for a closing client")
+            .await;
+        consumer.send(&cmd("TOUCH", &msg.id, "")).await;
+        consumer.send(&cmd("FIN", &msg.id, "")).await;
+        consumer.expect_quiet().await;
+        let channel = channel_of(&server, "closing", "c");
+        assert_eq!((channel.stats().in_flight, channel.stats().depth), (0, 1));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn read_deadline_is_two_heartbeat_intervals() {
+    run(async {
+        let server = TestServer::start("").await;
+        let mut c = Raw::connect(server.nsq_tcp).await;
+        c.send(&identify(r#"{"heartbeat_interval":1000}"#)).await;
+        c.expect_ok().await;
+        // Silent for 1.5 intervals: still connected.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        c.send(b"NOP\n").await;
+        c.expect_quiet().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn ephemeral_overflow_is_dropped_silently() {
+    run(async {
+        let server = TestServer::start("[core]\nmax_queue_depth = 2\n").await;
+        let mut consumer = Raw::connect(server.nsq_tcp).await;
+        consumer.subscribe("burst", "tail#ephemeral").await;
+        let mut producer = Raw::connect(server.nsq_tcp).await;
+        producer.send(&mpub("burst", &[b"1", b"2", b"3"])).await;
+        producer.expect_ok().await;
+        let channel = channel_of(&server, "burst", "tail#ephemeral");
+        assert_eq!(channel.stats().depth, 2);
+        consumer.send(b"RDY 5\n").await;
+        assert_eq!(consumer.message().await.body, b"1");
+        assert_eq!(consumer.message().await.body, b"2");
+    })
+    .await;
+}
