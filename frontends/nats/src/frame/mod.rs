@@ -1,6 +1,7 @@
 //! The NATS client-protocol wire codec: ops, limits, and the two codecs built on them.
 //!
-//! Pure code: no async, no core types. [`ServerCodec`] is what the broker runs on each
+//! Pure code: no async, no core types. `lines` splits the stream into op lines and payloads
+//! (shared by both directions), `encode` writes ops. [`ServerCodec`] is what the broker runs on each
 //! connection (decodes [`ClientOp`], encodes [`ServerOp`]); [`ClientCodec`] is the mirror image
 //! used by tests and tools.
 //!
@@ -39,8 +40,14 @@
     )
 )]
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+mod encode;
+mod lines;
+
+use bytes::{Buf, Bytes, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
+
+pub use encode::{encode_client_op, encode_server_op, put_decimal, put_err, put_msg_head};
+use lines::{parse_size, split_args, Line, Pending, Reader, Verb, CLIENT_VERBS, SERVER_VERBS};
 
 /// nats-server's default `max_control_line` (bytes of arguments on one line).
 pub const DEFAULT_MAX_CONTROL_LINE: usize = 4096;
@@ -216,440 +223,19 @@ pub enum ServerOp {
     Err(Bytes),
 }
 
-/// An op name and how its line continues.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Verb {
-    Connect,
-    Pub,
-    HPub,
-    Sub,
-    Unsub,
-    Ping,
-    Pong,
-    Info,
-    Ok,
-    Err,
-    Msg,
-    HMsg,
-}
-
-/// What follows an op name on its line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Shape {
-    /// At least one blank, then arguments up to the end of line (`PUB a 1`).
-    Args,
-    /// Optional blanks, then one argument up to the end of line (`CONNECT{}` is fine).
-    Json,
-    /// Nothing that matters: everything up to `\n` is ignored (`PING`).
-    Bare,
-}
-
-impl Verb {
-    fn name(self) -> &'static [u8] {
-        match self {
-            Self::Connect => b"CONNECT",
-            Self::Pub => b"PUB",
-            Self::HPub => b"HPUB",
-            Self::Sub => b"SUB",
-            Self::Unsub => b"UNSUB",
-            Self::Ping => b"PING",
-            Self::Pong => b"PONG",
-            Self::Info => b"INFO",
-            Self::Ok => b"+OK",
-            Self::Err => b"-ERR",
-            Self::Msg => b"MSG",
-            Self::HMsg => b"HMSG",
-        }
-    }
-
-    fn label(self) -> &'static str {
-        match self {
-            Self::Connect => "CONNECT",
-            Self::Pub => "PUB",
-            Self::HPub => "HPUB",
-            Self::Sub => "SUB",
-            Self::Unsub => "UNSUB",
-            Self::Ping => "PING",
-            Self::Pong => "PONG",
-            Self::Info => "INFO",
-            Self::Ok => "+OK",
-            Self::Err => "-ERR",
-            Self::Msg => "MSG",
-            Self::HMsg => "HMSG",
-        }
-    }
-
-    fn shape(self) -> Shape {
-        match self {
-            Self::Connect | Self::Info => Shape::Json,
-            Self::Ping | Self::Pong | Self::Ok => Shape::Bare,
-            Self::Pub
-            | Self::HPub
-            | Self::Sub
-            | Self::Unsub
-            | Self::Err
-            | Self::Msg
-            | Self::HMsg => Shape::Args,
-        }
-    }
-}
-
-/// Ops a server accepts from a client (`MSG`/`HMSG` are route-only in nats-server).
-const CLIENT_VERBS: &[Verb] = &[
-    Verb::Connect,
-    Verb::Pub,
-    Verb::HPub,
-    Verb::Sub,
-    Verb::Unsub,
-    Verb::Ping,
-    Verb::Pong,
-    Verb::Info,
-    Verb::Ok,
-    Verb::Err,
-];
-
-/// Ops a client accepts from a server.
-const SERVER_VERBS: &[Verb] = &[
-    Verb::Info,
-    Verb::Msg,
-    Verb::HMsg,
-    Verb::Ping,
-    Verb::Pong,
-    Verb::Ok,
-    Verb::Err,
-];
-
-/// Where the line framer is inside the current op. Bytes already judged are consumed from
-/// the buffer, so no state needs to re-scan them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum State {
-    /// At the first byte of an op name.
-    Verb,
-    /// After an `Args` op name: one blank is required next.
-    NeedBlank(Verb),
-    /// Skipping blanks before the argument.
-    Blanks(Verb),
-    /// The buffer starts at the argument; waiting for `\n`.
-    Arg(Verb),
-    /// Discarding the rest of a `Bare` op's line.
-    Skip(Verb),
-}
-
-/// A complete control line.
-enum Line {
-    /// An op with its argument (`\r` handling applied).
-    Arg(Verb, Bytes),
-    /// A `Bare` op.
-    Bare(Verb),
-}
-
-/// Splits the stream into op lines, enforcing the control-line limit as bytes arrive.
-#[derive(Debug)]
-struct Framer {
-    verbs: &'static [Verb],
-    max_control_line: usize,
-    state: State,
-}
-
-impl Framer {
-    fn new(verbs: &'static [Verb], max_control_line: usize) -> Self {
-        Self {
-            verbs,
-            max_control_line,
-            state: State::Verb,
-        }
-    }
-
-    /// The next complete line, `Ok(None)` when more bytes are needed.
-    fn next_line(&mut self, buf: &mut BytesMut) -> Result<Option<Line>, Error> {
-        loop {
-            match self.state {
-                State::Verb => {
-                    let Some(verb) = match_verb(buf, self.verbs)? else {
-                        return Ok(None);
-                    };
-                    buf.advance(verb.name().len());
-                    self.state = match verb.shape() {
-                        Shape::Args => State::NeedBlank(verb),
-                        Shape::Json => State::Blanks(verb),
-                        Shape::Bare => State::Skip(verb),
-                    };
-                }
-                State::NeedBlank(verb) => match buf.first() {
-                    None => return Ok(None),
-                    Some(b' ' | b'\t') => self.state = State::Blanks(verb),
-                    Some(_) => return Err(Error::UnknownOp),
-                },
-                State::Blanks(verb) => {
-                    let blanks = buf.iter().take_while(|b| matches!(b, b' ' | b'\t')).count();
-                    buf.advance(blanks);
-                    if buf.is_empty() {
-                        return Ok(None);
-                    }
-                    self.state = State::Arg(verb);
-                }
-                State::Arg(verb) => return self.arg_line(verb, buf),
-                State::Skip(verb) => match find_newline(buf) {
-                    Some(nl) => {
-                        buf.advance(nl + 1);
-                        self.state = State::Verb;
-                        return Ok(Some(Line::Bare(verb)));
-                    }
-                    None => {
-                        buf.clear();
-                        return Ok(None);
-                    }
-                },
-            }
-        }
-    }
-
-    /// Completes an argument line, or checks the partial argument against the limit.
-    fn arg_line(&mut self, verb: Verb, buf: &mut BytesMut) -> Result<Option<Line>, Error> {
-        let Some(nl) = find_newline(buf) else {
-            let len = buf.len() - usize::from(buf.contains(&b'\r'));
-            if len > self.max_control_line {
-                return Err(Error::ControlLineTooLong {
-                    len,
-                    max: self.max_control_line,
-                });
-            }
-            return Ok(None);
-        };
-        let mut line = buf.split_to(nl + 1);
-        line.truncate(nl);
-        // nats-server drops the last byte before `\n` once it has seen a `\r` on the line.
-        if line.contains(&b'\r') {
-            line.truncate(nl - 1);
-        }
-        if line.len() > self.max_control_line {
-            return Err(Error::ControlLineTooLong {
-                len: line.len(),
-                max: self.max_control_line,
-            });
-        }
-        self.state = State::Verb;
-        Ok(Some(Line::Arg(verb, line.freeze())))
-    }
-}
-
-/// Matches the op name at the start of `buf` (case-insensitively). `Ok(None)` while the
-/// bytes so far are a prefix of some name.
-fn match_verb(buf: &[u8], verbs: &[Verb]) -> Result<Option<Verb>, Error> {
-    if buf.is_empty() {
-        return Ok(None);
-    }
-    let mut partial = false;
-    for &verb in verbs {
-        let name = verb.name();
-        let n = name.len().min(buf.len());
-        let (Some(seen), Some(want)) = (buf.get(..n), name.get(..n)) else {
-            continue;
-        };
-        if seen.eq_ignore_ascii_case(want) {
-            if n == name.len() {
-                return Ok(Some(verb));
-            }
-            partial = true;
-        }
-    }
-    if partial {
-        Ok(None)
-    } else {
-        Err(Error::UnknownOp)
-    }
-}
-
-fn find_newline(buf: &[u8]) -> Option<usize> {
-    buf.iter().position(|&b| b == b'\n')
-}
-
-/// Splits an argument on blanks (and, for `SUB`/`UNSUB`, also CR/LF as nats-server's
-/// `splitArg` does). Returns `None` when there are more than `N` arguments.
-fn split_args<const N: usize>(arg: &Bytes, line_breaks: bool) -> Option<([Bytes; N], usize)> {
-    let is_sep = |b: u8| matches!(b, b' ' | b'\t') || (line_breaks && matches!(b, b'\r' | b'\n'));
-    let mut out: [Bytes; N] = std::array::from_fn(|_| Bytes::new());
-    let mut count = 0;
-    let mut start = None;
-    for (i, b) in arg
-        .iter()
-        .copied()
-        .enumerate()
-        .chain(std::iter::once((arg.len(), b' ')))
-    {
-        match (is_sep(b), start) {
-            (true, Some(s)) => {
-                *out.get_mut(count)? = arg.slice(s..i);
-                count += 1;
-                start = None;
-            }
-            (false, None) => start = Some(i),
-            _ => {}
-        }
-    }
-    Some((out, count))
-}
-
-/// nats-server's `parseSize`: 1 to 9 ASCII digits.
-fn parse_size(digits: &[u8]) -> Option<usize> {
-    if digits.is_empty() || digits.len() > MAX_SIZE_DIGITS {
-        return None;
-    }
-    digits.iter().try_fold(0usize, |n, &d| {
-        d.is_ascii_digit().then(|| n * 10 + usize::from(d - b'0'))
-    })
-}
-
-/// Takes `size` payload bytes plus the `\r\n` that must follow them.
-fn take_payload(buf: &mut BytesMut, size: usize) -> Result<Option<Bytes>, Error> {
-    if buf.get(size).is_some_and(|&b| b != b'\r') {
-        return Err(Error::UnknownOp);
-    }
-    match buf.get(size + 1) {
-        None => {
-            buf.reserve(size + 2 - buf.len());
-            Ok(None)
-        }
-        Some(b'\n') => {
-            let payload = buf.split_to(size).freeze();
-            buf.advance(2);
-            Ok(Some(payload))
-        }
-        Some(_) => Err(Error::UnknownOp),
-    }
-}
-
-/// A message whose control line is parsed and whose payload is awaited.
-#[derive(Debug)]
-struct Pending {
-    subject: Bytes,
-    sid: Bytes,
-    reply_to: Option<Bytes>,
-    /// Header bytes at the front of the payload; `None` for `PUB`/`MSG`.
-    hdr: Option<usize>,
-    size: usize,
-}
-
-impl Pending {
-    /// Parses `<subject> [reply] [hdr] <size>` (`with_sid`: `<subject> <sid> [reply] …`).
-    fn parse(verb: Verb, arg: &Bytes, max_payload: usize) -> Result<Self, Error> {
-        let op = verb.label();
-        let with_sid = matches!(verb, Verb::Msg | Verb::HMsg);
-        let with_hdr = matches!(verb, Verb::HPub | Verb::HMsg);
-        let (args, count) = split_args::<5>(arg, false).ok_or(Error::Malformed { op })?;
-        let fixed = 2 + usize::from(with_sid) + usize::from(with_hdr);
-        let has_reply = match count.checked_sub(fixed) {
-            Some(0) => false,
-            Some(1) => true,
-            _ => return Err(Error::Malformed { op }),
-        };
-        let mut args = args.into_iter().take(count);
-        let subject = args.next().unwrap_or_default();
-        let sid = if with_sid {
-            args.next().unwrap_or_default()
-        } else {
-            Bytes::new()
-        };
-        let reply_to = if has_reply { args.next() } else { None };
-        let hdr = if with_hdr {
-            let digits = args.next().unwrap_or_default();
-            Some(parse_size(&digits).ok_or(Error::Malformed { op })?)
-        } else {
-            None
-        };
-        let size = args
-            .next()
-            .and_then(|d| parse_size(&d))
-            .ok_or(Error::Malformed { op })?;
-        if hdr.is_some_and(|h| h > size) {
-            return Err(Error::Malformed { op });
-        }
-        if size > max_payload {
-            return Err(Error::PayloadTooLarge {
-                size,
-                max: max_payload,
-            });
-        }
-        Ok(Self {
-            subject,
-            sid,
-            reply_to,
-            hdr,
-            size,
-        })
-    }
-
-    fn into_client_op(self, mut payload: Bytes) -> ClientOp {
-        let Self {
-            subject,
-            reply_to,
-            hdr,
-            ..
-        } = self;
-        match hdr {
-            None => ClientOp::Pub {
-                subject,
-                reply_to,
-                payload,
-            },
-            Some(hdr) => {
-                let headers = payload.split_to(hdr);
-                ClientOp::HPub {
-                    subject,
-                    reply_to,
-                    headers,
-                    payload,
-                }
-            }
-        }
-    }
-
-    fn into_server_op(self, mut payload: Bytes) -> ServerOp {
-        let Self {
-            subject,
-            sid,
-            reply_to,
-            hdr,
-            ..
-        } = self;
-        match hdr {
-            None => ServerOp::Msg {
-                subject,
-                sid,
-                reply_to,
-                payload,
-            },
-            Some(hdr) => {
-                let headers = payload.split_to(hdr);
-                ServerOp::HMsg {
-                    subject,
-                    sid,
-                    reply_to,
-                    headers,
-                    payload,
-                }
-            }
-        }
-    }
-}
-
 /// The broker's side of a connection: decodes [`ClientOp`], encodes [`ServerOp`].
 #[derive(Debug)]
 pub struct ServerCodec {
-    framer: Framer,
-    max_payload: usize,
+    reader: Reader,
     headers: bool,
-    pending: Option<Pending>,
 }
 
 impl ServerCodec {
     /// A codec enforcing `limits`; `HPUB` is refused until [`Self::set_headers`] allows it.
     pub fn new(limits: Limits) -> Self {
         Self {
-            framer: Framer::new(CLIENT_VERBS, limits.max_control_line),
-            max_payload: limits.max_payload,
+            reader: Reader::new(CLIENT_VERBS, limits),
             headers: false,
-            pending: None,
         }
     }
 
@@ -661,36 +247,31 @@ impl ServerCodec {
     /// True between ops: the next byte in the buffer starts a new op name (nats-server's
     /// `OP_START`, where it checks for CONNECT while authentication is pending).
     pub fn at_op_start(&self) -> bool {
-        self.pending.is_none() && self.framer.state == State::Verb
+        self.reader.at_op_start()
     }
 
     /// The limits this codec enforces.
     pub fn limits(&self) -> Limits {
-        Limits {
-            max_control_line: self.framer.max_control_line,
-            max_payload: self.max_payload,
-        }
+        self.reader.limits()
     }
+}
 
-    fn client_op(&mut self, line: Line) -> Result<Option<ClientOp>, Error> {
-        let (verb, arg) = match line {
-            Line::Bare(Verb::Ping) => return Ok(Some(ClientOp::Ping)),
-            Line::Bare(Verb::Pong) => return Ok(Some(ClientOp::Pong)),
-            Line::Bare(_) => return Ok(Some(ClientOp::Ok)),
-            Line::Arg(verb, arg) => (verb, arg),
-        };
-        match verb {
-            Verb::Connect => Ok(Some(ClientOp::Connect(arg))),
-            Verb::Info => Ok(Some(ClientOp::Info(arg))),
-            Verb::Err => Ok(Some(ClientOp::Err(arg))),
-            Verb::Sub => parse_sub(&arg).map(Some),
-            Verb::Unsub => parse_unsub(&arg).map(Some),
-            Verb::HPub if !self.headers => Err(Error::HeadersNotSupported),
-            _ => {
-                self.pending = Some(Pending::parse(verb, &arg, self.max_payload)?);
-                Ok(None)
-            }
-        }
+/// A client op from one line; `None` when a payload must follow.
+fn client_op(reader: &mut Reader, headers: bool, line: Line) -> Result<Option<ClientOp>, Error> {
+    let (verb, arg) = match line {
+        Line::Bare(Verb::Ping) => return Ok(Some(ClientOp::Ping)),
+        Line::Bare(Verb::Pong) => return Ok(Some(ClientOp::Pong)),
+        Line::Bare(_) => return Ok(Some(ClientOp::Ok)),
+        Line::Arg(verb, arg) => (verb, arg),
+    };
+    match verb {
+        Verb::Connect => Ok(Some(ClientOp::Connect(arg))),
+        Verb::Info => Ok(Some(ClientOp::Info(arg))),
+        Verb::Err => Ok(Some(ClientOp::Err(arg))),
+        Verb::Sub => parse_sub(&arg).map(Some),
+        Verb::Unsub => parse_unsub(&arg).map(Some),
+        Verb::HPub if !headers => Err(Error::HeadersNotSupported),
+        _ => reader.expect_payload(verb, &arg).map(|()| None),
     }
 }
 
@@ -732,21 +313,12 @@ impl Decoder for ServerCodec {
     type Error = Error;
 
     fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<ClientOp>, Error> {
-        loop {
-            if let Some(pending) = &self.pending {
-                let Some(payload) = take_payload(buf, pending.size)? else {
-                    return Ok(None);
-                };
-                let pending = self.pending.take();
-                return Ok(pending.map(|p| p.into_client_op(payload)));
-            }
-            let Some(line) = self.framer.next_line(buf)? else {
-                return Ok(None);
-            };
-            if let Some(op) = self.client_op(line)? {
-                return Ok(Some(op));
-            }
-        }
+        let headers = self.headers;
+        self.reader.decode(
+            buf,
+            |reader, line| client_op(reader, headers, line),
+            Pending::into_client_op,
+        )
     }
 }
 
@@ -762,36 +334,30 @@ impl Encoder<ServerOp> for ServerCodec {
 /// A client's side of a connection: decodes [`ServerOp`], encodes [`ClientOp`].
 #[derive(Debug)]
 pub struct ClientCodec {
-    framer: Framer,
-    max_payload: usize,
-    pending: Option<Pending>,
+    reader: Reader,
 }
 
 impl ClientCodec {
     /// A codec enforcing `limits` on what the server sends.
     pub fn new(limits: Limits) -> Self {
         Self {
-            framer: Framer::new(SERVER_VERBS, limits.max_control_line),
-            max_payload: limits.max_payload,
-            pending: None,
+            reader: Reader::new(SERVER_VERBS, limits),
         }
     }
+}
 
-    fn server_op(&mut self, line: Line) -> Result<Option<ServerOp>, Error> {
-        let (verb, arg) = match line {
-            Line::Bare(Verb::Ping) => return Ok(Some(ServerOp::Ping)),
-            Line::Bare(Verb::Pong) => return Ok(Some(ServerOp::Pong)),
-            Line::Bare(_) => return Ok(Some(ServerOp::Ok)),
-            Line::Arg(verb, arg) => (verb, arg),
-        };
-        match verb {
-            Verb::Info => Ok(Some(ServerOp::Info(trim_trailing_blanks(arg)))),
-            Verb::Err => Ok(Some(ServerOp::Err(unquote(arg)))),
-            _ => {
-                self.pending = Some(Pending::parse(verb, &arg, self.max_payload)?);
-                Ok(None)
-            }
-        }
+/// A server op from one line; `None` when a payload must follow.
+fn server_op(reader: &mut Reader, line: Line) -> Result<Option<ServerOp>, Error> {
+    let (verb, arg) = match line {
+        Line::Bare(Verb::Ping) => return Ok(Some(ServerOp::Ping)),
+        Line::Bare(Verb::Pong) => return Ok(Some(ServerOp::Pong)),
+        Line::Bare(_) => return Ok(Some(ServerOp::Ok)),
+        Line::Arg(verb, arg) => (verb, arg),
+    };
+    match verb {
+        Verb::Info => Ok(Some(ServerOp::Info(trim_trailing_blanks(arg)))),
+        Verb::Err => Ok(Some(ServerOp::Err(unquote(arg)))),
+        _ => reader.expect_payload(verb, &arg).map(|()| None),
     }
 }
 
@@ -820,21 +386,7 @@ impl Decoder for ClientCodec {
     type Error = Error;
 
     fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<ServerOp>, Error> {
-        loop {
-            if let Some(pending) = &self.pending {
-                let Some(payload) = take_payload(buf, pending.size)? else {
-                    return Ok(None);
-                };
-                let pending = self.pending.take();
-                return Ok(pending.map(|p| p.into_server_op(payload)));
-            }
-            let Some(line) = self.framer.next_line(buf)? else {
-                return Ok(None);
-            };
-            if let Some(op) = self.server_op(line)? {
-                return Ok(Some(op));
-            }
-        }
+        self.reader.decode(buf, server_op, Pending::into_server_op)
     }
 }
 
@@ -845,201 +397,6 @@ impl Encoder<ClientOp> for ClientCodec {
         encode_client_op(&op, dst);
         Ok(())
     }
-}
-
-/// Appends `n` in decimal without allocating.
-pub fn put_decimal(dst: &mut BytesMut, mut n: usize) {
-    let mut digits = [0u8; 20];
-    let mut start = digits.len();
-    for slot in digits.iter_mut().rev() {
-        *slot = b'0' + (n % 10) as u8;
-        n /= 10;
-        start -= 1;
-        if n == 0 {
-            break;
-        }
-    }
-    dst.put_slice(digits.get(start..).unwrap_or_default());
-}
-
-/// Appends the control line of a `MSG` (`headers: None`) or `HMSG` delivery, up to and
-/// including its `\r\n`; the caller appends headers, payload and the final `\r\n`.
-pub fn put_msg_head(
-    dst: &mut BytesMut,
-    subject: &[u8],
-    sid: &[u8],
-    reply_to: Option<&[u8]>,
-    headers: Option<usize>,
-    payload: usize,
-) {
-    dst.put_slice(if headers.is_some() { b"HMSG " } else { b"MSG " });
-    dst.put_slice(subject);
-    dst.put_u8(b' ');
-    dst.put_slice(sid);
-    dst.put_u8(b' ');
-    if let Some(reply) = reply_to {
-        dst.put_slice(reply);
-        dst.put_u8(b' ');
-    }
-    if let Some(hdr) = headers {
-        put_decimal(dst, hdr);
-        dst.put_u8(b' ');
-        put_decimal(dst, hdr + payload);
-    } else {
-        put_decimal(dst, payload);
-    }
-    dst.put_slice(b"\r\n");
-}
-
-/// Appends `-ERR '<text>'\r\n`.
-pub fn put_err(dst: &mut BytesMut, text: &[u8]) {
-    dst.put_slice(b"-ERR '");
-    dst.put_slice(text);
-    dst.put_slice(b"'\r\n");
-}
-
-/// Appends one server op in wire form.
-pub fn encode_server_op(op: &ServerOp, dst: &mut BytesMut) {
-    match op {
-        ServerOp::Info(json) => {
-            dst.put_slice(b"INFO ");
-            dst.put_slice(json);
-            dst.put_slice(b" \r\n");
-        }
-        ServerOp::Msg {
-            subject,
-            sid,
-            reply_to,
-            payload,
-        } => {
-            dst.reserve(subject.len() + sid.len() + payload.len() + 32);
-            put_msg_head(dst, subject, sid, reply_to.as_deref(), None, payload.len());
-            dst.put_slice(payload);
-            dst.put_slice(b"\r\n");
-        }
-        ServerOp::HMsg {
-            subject,
-            sid,
-            reply_to,
-            headers,
-            payload,
-        } => {
-            let body = headers.len() + payload.len();
-            dst.reserve(subject.len() + sid.len() + body + 48);
-            put_msg_head(
-                dst,
-                subject,
-                sid,
-                reply_to.as_deref(),
-                Some(headers.len()),
-                payload.len(),
-            );
-            dst.put_slice(headers);
-            dst.put_slice(payload);
-            dst.put_slice(b"\r\n");
-        }
-        ServerOp::Ping => dst.put_slice(b"PING\r\n"),
-        ServerOp::Pong => dst.put_slice(b"PONG\r\n"),
-        ServerOp::Ok => dst.put_slice(b"+OK\r\n"),
-        ServerOp::Err(text) => put_err(dst, text),
-    }
-}
-
-/// Appends one client op in wire form.
-pub fn encode_client_op(op: &ClientOp, dst: &mut BytesMut) {
-    match op {
-        ClientOp::Connect(json) => put_line(dst, b"CONNECT ", &[json]),
-        ClientOp::Info(json) => put_line(dst, b"INFO ", &[json]),
-        ClientOp::Err(text) => put_line(dst, b"-ERR ", &[text]),
-        ClientOp::Pub {
-            subject,
-            reply_to,
-            payload,
-        } => {
-            put_pub_head(
-                dst,
-                b"PUB ",
-                subject,
-                reply_to.as_ref(),
-                None,
-                payload.len(),
-            );
-            dst.put_slice(payload);
-            dst.put_slice(b"\r\n");
-        }
-        ClientOp::HPub {
-            subject,
-            reply_to,
-            headers,
-            payload,
-        } => {
-            let hdr = Some(headers.len());
-            put_pub_head(
-                dst,
-                b"HPUB ",
-                subject,
-                reply_to.as_ref(),
-                hdr,
-                payload.len(),
-            );
-            dst.put_slice(headers);
-            dst.put_slice(payload);
-            dst.put_slice(b"\r\n");
-        }
-        ClientOp::Sub {
-            subject,
-            queue,
-            sid,
-        } => match queue {
-            Some(queue) => put_line(dst, b"SUB ", &[subject, b" ", queue, b" ", sid]),
-            None => put_line(dst, b"SUB ", &[subject, b" ", sid]),
-        },
-        ClientOp::Unsub { sid, max_msgs } => {
-            dst.put_slice(b"UNSUB ");
-            dst.put_slice(sid);
-            if let Some(max) = max_msgs {
-                dst.put_u8(b' ');
-                put_decimal(dst, usize::try_from(*max).unwrap_or(usize::MAX));
-            }
-            dst.put_slice(b"\r\n");
-        }
-        ClientOp::Ping => dst.put_slice(b"PING\r\n"),
-        ClientOp::Pong => dst.put_slice(b"PONG\r\n"),
-        ClientOp::Ok => dst.put_slice(b"+OK\r\n"),
-    }
-}
-
-fn put_line(dst: &mut BytesMut, op: &[u8], parts: &[&[u8]]) {
-    dst.put_slice(op);
-    for part in parts {
-        dst.put_slice(part);
-    }
-    dst.put_slice(b"\r\n");
-}
-
-fn put_pub_head(
-    dst: &mut BytesMut,
-    op: &[u8],
-    subject: &[u8],
-    reply_to: Option<&Bytes>,
-    headers: Option<usize>,
-    payload: usize,
-) {
-    dst.put_slice(op);
-    dst.put_slice(subject);
-    dst.put_u8(b' ');
-    if let Some(reply) = reply_to {
-        dst.put_slice(reply);
-        dst.put_u8(b' ');
-    }
-    if let Some(hdr) = headers {
-        put_decimal(dst, hdr);
-        dst.put_u8(b' ');
-        put_decimal(dst, hdr + payload);
-    } else {
-        put_decimal(dst, payload);
-    }
-    dst.put_slice(b"\r\n");
 }
 
 #[cfg(test)]
