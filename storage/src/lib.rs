@@ -33,6 +33,26 @@ pub fn open(config: &StorageConfig) -> Result<Arc<dyn Store>, StoreError> {
     })
 }
 
+/// Helpers shared by the backends' unit tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::future::Future;
+    use std::time::Duration;
+
+    /// Runs `f` on a fresh current-thread runtime, failing the test after 30 s.
+    pub(crate) fn run<F: Future>(f: F) -> F::Output {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            tokio::time::timeout(Duration::from_secs(30), f)
+                .await
+                .unwrap()
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

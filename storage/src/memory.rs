@@ -215,9 +215,9 @@ impl Store for MemoryStore {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
 
     use super::*;
+    use crate::testing::run;
 
     fn bytes(s: &str) -> Bytes {
         Bytes::copy_from_slice(s.as_bytes())
@@ -226,18 +226,6 @@ mod tests {
     async fn offsets(store: &MemoryStore, q: &QueueName, from: u64) -> Vec<u64> {
         let got = store.read(q, Offset(from), usize::MAX).await.unwrap();
         got.iter().map(|r| r.0 .0).collect()
-    }
-
-    fn run<F: std::future::Future>(f: F) -> F::Output {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            tokio::time::timeout(Duration::from_secs(10), f)
-                .await
-                .unwrap()
-        })
     }
 
     #[test]

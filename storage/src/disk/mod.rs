@@ -389,6 +389,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::testing::run;
 
     fn config(dir: &Path, fsync: FsyncPolicy) -> DiskConfig {
         DiskConfig {
@@ -400,18 +401,6 @@ mod tests {
 
     fn bytes(s: &str) -> Bytes {
         Bytes::copy_from_slice(s.as_bytes())
-    }
-
-    fn run<F: std::future::Future>(f: F) -> F::Output {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            tokio::time::timeout(Duration::from_secs(30), f)
-                .await
-                .unwrap()
-        })
     }
 
     #[test]
