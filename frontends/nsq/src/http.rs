@@ -285,17 +285,27 @@ fn is_length_limit(err: &axum::Error) -> bool {
     false
 }
 
+/// A topic or channel name argument: `missing` when absent, `invalid` when not a valid name
+/// (nsqd's codes differ between endpoints).
+fn name_arg<'q>(
+    query: &'q Query,
+    key: &str,
+    missing: &'static str,
+    invalid: &'static str,
+) -> Result<&'q str, ApiError> {
+    let name = query.get(key).ok_or(ApiError(BAD_REQUEST, missing))?;
+    if !is_valid_name(name.as_bytes()) {
+        return Err(ApiError(BAD_REQUEST, invalid));
+    }
+    Ok(name)
+}
+
 /// The topic of `/pub` and `/mpub`, created if needed (as nsqd's `GetTopic`).
 fn query_topic(node: &Node, query: &Query) -> Result<String, ApiError> {
     if query.invalid {
         return Err(ApiError(BAD_REQUEST, "INVALID_REQUEST"));
     }
-    let name = query
-        .get("topic")
-        .ok_or(ApiError(BAD_REQUEST, "MISSING_ARG_TOPIC"))?;
-    if !is_valid_name(name.as_bytes()) {
-        return Err(ApiError(BAD_REQUEST, "INVALID_TOPIC"));
-    }
+    let name = name_arg(query, "topic", "MISSING_ARG_TOPIC", "INVALID_TOPIC")?;
     if node.router.get_topic(name).is_none() {
         node.router
             .topic(name)
@@ -446,18 +456,13 @@ fn topic_admin(node: &Node, query: &Query, path: &str) -> ApiResult {
 }
 
 fn channel_admin(node: &Node, query: &Query, path: &str) -> ApiResult {
-    let topic_name = query
-        .get("topic")
-        .ok_or(ApiError(BAD_REQUEST, "MISSING_ARG_TOPIC"))?;
-    if !is_valid_name(topic_name.as_bytes()) {
-        return Err(ApiError(BAD_REQUEST, "INVALID_ARG_TOPIC"));
-    }
-    let channel_name = query
-        .get("channel")
-        .ok_or(ApiError(BAD_REQUEST, "MISSING_ARG_CHANNEL"))?;
-    if !is_valid_name(channel_name.as_bytes()) {
-        return Err(ApiError(BAD_REQUEST, "INVALID_ARG_CHANNEL"));
-    }
+    let topic_name = name_arg(query, "topic", "MISSING_ARG_TOPIC", "INVALID_ARG_TOPIC")?;
+    let channel_name = name_arg(
+        query,
+        "channel",
+        "MISSING_ARG_CHANNEL",
+        "INVALID_ARG_CHANNEL",
+    )?;
     let topic = node
         .router
         .get_topic(topic_name)

@@ -31,7 +31,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
-use polymq_core::queue::{DurableQueue, Member};
+use polymq_core::queue::{AckError, DurableQueue, Member};
 use polymq_core::topic::Topic;
 use polymq_core::{
     outbox, ConnId, Delivery, MessageId, Outbox, Overflow, Protocol, SubscriptionId,
@@ -44,7 +44,7 @@ use tokio_util::sync::CancellationToken;
 use crate::error::NsqError;
 use crate::frame::{
     check_magic, is_valid_name, message_id, parse_base10, Codec, Command, DecodeError, Frame, Gate,
-    Params, Verb, CLOSE_WAIT, HEARTBEAT, OK,
+    Params, Verb, CLOSE_WAIT, HEARTBEAT, MSG_ID_LEN, OK,
 };
 use crate::identify::{IdentifyData, Negotiated, Settings};
 use crate::mapping;
@@ -421,11 +421,7 @@ where
         let (member, id) = self.ack_target(Verb::Fin, params, 1)?;
         member
             .fin(&MessageId(id))
-            .map_err(|reason| NsqError::AckFailed {
-                verb: Verb::Fin,
-                id,
-                reason,
-            })?;
+            .map_err(ack_failed(Verb::Fin, id))?;
         self.client
             .finish_count
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -448,11 +444,7 @@ where
         };
         member
             .requeue(&MessageId(id), delay)
-            .map_err(|reason| NsqError::AckFailed {
-                verb: Verb::Req,
-                id,
-                reason,
-            })?;
+            .map_err(ack_failed(Verb::Req, id))?;
         self.client
             .requeue_count
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -463,11 +455,7 @@ where
         let (member, id) = self.ack_target(Verb::Touch, params, 1)?;
         member
             .touch(&MessageId(id))
-            .map_err(|reason| NsqError::AckFailed {
-                verb: Verb::Touch,
-                id,
-                reason,
-            })
+            .map_err(ack_failed(Verb::Touch, id))
     }
 
     fn start_close(&mut self) -> Result<Option<Bytes>, NsqError> {
@@ -548,6 +536,11 @@ where
         }
         self.node.clients.remove(&self.conn);
     }
+}
+
+/// The non-fatal E_FIN_FAILED / E_REQ_FAILED / E_TOUCH_FAILED for message `id`.
+fn ack_failed(verb: Verb, id: [u8; MSG_ID_LEN]) -> impl FnOnce(AckError) -> NsqError {
+    move |reason| NsqError::AckFailed { verb, id, reason }
 }
 
 /// Runs a write under nsqd's write deadline (one heartbeat interval; none when heartbeats

@@ -264,20 +264,12 @@ fn put_len(dst: &mut BytesMut, len: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::frame::tests::params;
 
     fn encoded(cmd: &Command) -> Vec<u8> {
         let mut out = BytesMut::new();
         cmd.encode(&mut out);
         out.to_vec()
-    }
-
-    fn params(items: &[&'static str]) -> Params {
-        Params::new(
-            items
-                .iter()
-                .map(|p| Bytes::from_static(p.as_bytes()))
-                .collect(),
-        )
     }
 
     #[test]

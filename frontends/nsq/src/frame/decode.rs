@@ -286,6 +286,20 @@ impl Codec {
     }
 }
 
+impl Codec {
+    /// Advances the pending body command, if any; clears it once complete.
+    fn resume(&mut self, src: &mut BytesMut) -> Result<Option<Step>, DecodeError> {
+        let Some(pending) = self.pending.as_mut() else {
+            return Ok(None);
+        };
+        let step = advance(src, &self.limits, pending)?;
+        if matches!(step, Step::Done(_)) {
+            self.pending = None;
+        }
+        Ok(Some(step))
+    }
+}
+
 /// Advances a pending body command as far as the buffer allows.
 fn advance(
     src: &mut BytesMut,
@@ -523,18 +537,13 @@ impl Decoder for Codec {
                 Err(pending) => self.pending = Some(pending),
             }
         }
-        let Some(pending) = self.pending.as_mut() else {
-            return Ok(None);
-        };
-        match advance(src, &self.limits, pending)? {
-            Step::Done(command) => {
-                self.pending = None;
-                Ok(Some(command))
-            }
-            Step::Need(_, total) => {
+        match self.resume(src)? {
+            Some(Step::Done(command)) => Ok(Some(command)),
+            Some(Step::Need(_, total)) => {
                 src.reserve(total.saturating_sub(src.len()));
                 Ok(None)
             }
+            None => Ok(None),
         }
     }
 
@@ -542,16 +551,11 @@ impl Decoder for Codec {
         if let Some(command) = self.decode(src)? {
             return Ok(Some(command));
         }
-        let Some(pending) = self.pending.as_mut() else {
-            // An unterminated line at end of stream is a clean close for nsqd.
-            return Ok(None);
-        };
-        match advance(src, &self.limits, pending)? {
-            Step::Done(command) => {
-                self.pending = None;
-                Ok(Some(command))
-            }
-            Step::Need(missing, _) => Err(self.missing_error(missing)),
+        // An unterminated line at end of stream is a clean close for nsqd (no pending body).
+        match self.resume(src)? {
+            Some(Step::Done(command)) => Ok(Some(command)),
+            Some(Step::Need(missing, _)) => Err(self.missing_error(missing)),
+            None => Ok(None),
         }
     }
 }

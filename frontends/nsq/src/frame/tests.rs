@@ -6,7 +6,8 @@ use tokio_util::codec::Decoder;
 
 use super::*;
 
-fn params(items: &[&'static str]) -> Params {
+/// Parameters from static strings.
+pub(super) fn params(items: &[&'static str]) -> Params {
     Params::new(
         items
             .iter()
