@@ -339,6 +339,46 @@ async fn headers_go_to_header_clients_and_are_stripped_for_others() {
 }
 
 #[tokio::test]
+async fn header_blocks_are_delivered_as_published() {
+    timeout(STEP, async {
+        let server = TestServer::start("").await;
+        let mut with = Raw::connect(server.nats, r#"{"verbose":false,"headers":true}"#).await;
+        let mut without = Raw::connect(server.nats, QUIET).await;
+        with.send(b"SUB foo 1\r\n").await;
+        without.send(b"SUB foo 2\r\n").await;
+        with.sync().await;
+        without.sync().await;
+        // Forms the header list does not reproduce go out byte for byte, as nats-server
+        // forwards them: no space after the colon, padding, a line without a colon, an empty
+        // block (still HMSG), a block without the version line.
+        let blocks: [&[u8]; 4] = [
+            b"NATS/1.0\r\nA:b\r\n\r\n",
+            b"NATS/1.0\r\nA:  b  \r\nA: c\r\nB\r\n\r\n",
+            b"NATS/1.0\r\n\r\n",
+            b"abcde",
+        ];
+        for block in blocks {
+            let n = block.len();
+            let mut hpub = format!("HPUB foo r {n} {}\r\n", n + 2).into_bytes();
+            hpub.extend_from_slice(block);
+            hpub.extend_from_slice(b"hi\r\n");
+            with.send(&hpub).await;
+            let mut hmsg = format!("HMSG foo 1 r {n} {}\r\n", n + 2).into_bytes();
+            hmsg.extend_from_slice(block);
+            hmsg.extend_from_slice(b"hi\r\n");
+            with.expect_bytes(&hmsg).await;
+            without.expect_bytes(b"MSG foo 2 r 2\r\nhi\r\n").await;
+        }
+        // Zero header bytes: nats-server delivers a plain MSG to everyone.
+        with.send(b"HPUB foo 0 2\r\nhi\r\n").await;
+        with.expect_bytes(b"MSG foo 1 2\r\nhi\r\n").await;
+        without.expect_bytes(b"MSG foo 2 2\r\nhi\r\n").await;
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
 async fn hpub_without_headers_closes_without_err() {
     timeout(STEP, async {
         let server = TestServer::start("").await;

@@ -2,6 +2,7 @@
 //! (nats.go, nats-py, async-nats, the `nats` CLI) work as against nats-server.
 //!
 //! # Layout
+//! - `blocks`: header blocks kept byte for byte for NATS-to-NATS delivery.
 //! - [`frame`]: the pure wire codec (ops, limits, `ServerCodec` / `ClientCodec`).
 //! - [`connect`]: INFO, CONNECT options and credential checks.
 //! - [`mapping`]: subjects and header blocks to and from the core's `Envelope`.
@@ -28,6 +29,7 @@
 //! - The router is never awaited and no lock is held across an `.await`.
 //! - Every session deregisters its subscriptions and its monitor entry when it ends.
 
+mod blocks;
 pub mod config;
 pub mod connect;
 pub mod error;
@@ -75,6 +77,7 @@ pub async fn serve(
         router,
         auth: Auth::from_config(&config),
         info,
+        blocks: Default::default(),
         monitor,
         config,
     });

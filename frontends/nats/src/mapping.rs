@@ -138,6 +138,13 @@ pub fn render_headers(headers: &Headers) -> Option<Bytes> {
     Some(block.freeze())
 }
 
+/// True when `block`, as published, needs no keeping beside `headers`: it is empty (an
+/// `HPUB` with 0 header bytes goes out as `MSG`, as in nats-server) or rendering `headers`
+/// reproduces it byte for byte.
+pub fn renders_back(headers: &Headers, block: &[u8]) -> bool {
+    block.is_empty() || render_headers(headers).is_some_and(|r| r == block)
+}
+
 /// Appends `text` with CR and LF replaced by spaces, so it cannot end a line.
 fn put_clean(dst: &mut BytesMut, text: &str) {
     if !text.bytes().any(|b| b == b'\r' || b == b'\n') {
