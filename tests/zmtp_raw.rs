@@ -5,9 +5,13 @@
 mod common;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use common::{TestServer, STEP};
+use futures::StreamExt;
+use polymq_core::{Envelope, Origin};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
@@ -964,6 +968,165 @@ async fn slow_subscribers_lose_messages_beyond_the_hwm() {
             sub.read_message().await,
             vec![b"flood".to_vec(), b"after".to_vec()]
         );
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn overlapping_prefixes_deliver_each_message_once() {
+    timeout(STEP, async {
+        let server = server("").await;
+        let mut sub = Raw::null(server.zmtp, 1, "SUB", &[], "XPUB").await;
+        for prefix in [&b"ab"[..], b"a", b"abc", b"marker"] {
+            sub.send(&command("SUBSCRIBE", prefix)).await;
+        }
+        sub.sync().await;
+        let mut publisher = Raw::null(server.zmtp, 1, "PUB", &[], "XSUB").await;
+        publisher.read_command().await;
+        // As from a libzmq XPUB: one copy however many prefixes match.
+        publisher.send(&message(&[b"abcd", b"1"])).await;
+        publisher.send(&message(&[b"marker", b"m"])).await;
+        assert_eq!(
+            sub.read_message().await,
+            vec![b"abcd".to_vec(), b"1".to_vec()]
+        );
+        assert_eq!(
+            sub.read_message().await,
+            vec![b"marker".to_vec(), b"m".to_vec()]
+        );
+        // Without `a`, the covered prefixes still match, still once.
+        sub.send(&command("CANCEL", b"a")).await;
+        sub.sync().await;
+        publisher.send(&message(&[b"axe", b"no"])).await;
+        publisher.send(&message(&[b"abcd", b"2"])).await;
+        publisher.send(&message(&[b"marker", b"m"])).await;
+        assert_eq!(
+            sub.read_message().await,
+            vec![b"abcd".to_vec(), b"2".to_vec()]
+        );
+        assert_eq!(
+            sub.read_message().await,
+            vec![b"marker".to_vec(), b"m".to_vec()]
+        );
+        // The empty prefix covers the others but not `$` subjects.
+        sub.send(&command("SUBSCRIBE", b"$SYS")).await;
+        sub.send(&command("SUBSCRIBE", b"")).await;
+        sub.sync().await;
+        publisher.send(&message(&[b"$SYS.x", b"3"])).await;
+        publisher.send(&message(&[b"abcd", b"4"])).await;
+        assert_eq!(
+            sub.read_message().await,
+            vec![b"$SYS.x".to_vec(), b"3".to_vec()]
+        );
+        assert_eq!(
+            sub.read_message().await,
+            vec![b"abcd".to_vec(), b"4".to_vec()]
+        );
+        publisher.send(&message(&[b"marker", b"m"])).await;
+        assert_eq!(
+            sub.read_message().await,
+            vec![b"marker".to_vec(), b"m".to_vec()]
+        );
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn zmtp_3_1_subscribers_may_use_subscription_messages() {
+    timeout(STEP, async {
+        let server = server("").await;
+        // libzmq's XPUB accepts 0x01/0x00 messages on 3.1 connections too.
+        let mut sub = Raw::null(server.zmtp, 1, "XSUB", &[], "XPUB").await;
+        sub.send(&message(&[b"\x01news"])).await;
+        sub.sync().await;
+        assert!(server.router().has_subscribers(&subject("news.x")));
+        sub.send(&message(&[b"\x00news"])).await;
+        sub.sync().await;
+        assert!(!server.router().has_subscribers(&subject("news.x")));
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn xsub_messages_that_are_not_subscriptions_are_discarded() {
+    timeout(STEP, async {
+        let server = server("").await;
+        let mut watcher = Raw::null(server.zmtp, 1, "SUB", &[], "XPUB").await;
+        watcher.send(&command("SUBSCRIBE", b"up")).await;
+        watcher.sync().await;
+        let mut xsub = Raw::null(server.zmtp, 1, "XSUB", &[], "XPUB").await;
+        xsub.send(&message(&[b"up.stream", b"not published"])).await;
+        xsub.sync().await;
+        let mut publisher = Raw::null(server.zmtp, 1, "PUB", &[], "XSUB").await;
+        publisher.read_command().await;
+        publisher.send(&message(&[b"up.marker", b"m"])).await;
+        assert_eq!(
+            watcher.read_message().await,
+            vec![b"up.marker".to_vec(), b"m".to_vec()]
+        );
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn rep_workers_receive_requests_only() {
+    timeout(STEP, async {
+        let server = server("").await;
+        let props = [("X-Subject", &b"svc.only"[..])];
+        let mut rep = Raw::null(server.zmtp, 1, "REP", &props, "DEALER").await;
+        rep.sync().await;
+        // A plain publish on the worker's subject is not a request: it reaches nobody.
+        let plain = Envelope::new(
+            subject("svc.only"),
+            Bytes::from_static(b"plain"),
+            Origin::broker(),
+        );
+        assert_eq!(server.router().publish(Arc::new(plain)).matched(), 0);
+        let mut req = Raw::null(server.zmtp, 1, "REQ", &[], "ROUTER").await;
+        req.send(&message(&[b"", b"svc.only", b"request"])).await;
+        let first = rep.read_message().await;
+        assert_eq!(
+            first[1..],
+            [b"".to_vec(), b"svc.only".to_vec(), b"request".to_vec()]
+        );
+        rep.send(&message(&[&first[0], b"", b"svc.only", b"done"]))
+            .await;
+        assert_eq!(
+            req.read_message().await,
+            vec![b"".to_vec(), b"svc.only".to_vec(), b"done".to_vec()]
+        );
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn plain_publishes_skip_rep_members_of_a_shared_group() {
+    timeout(STEP, async {
+        let server = server("").await;
+        let nats = async_nats::connect(server.nats.to_string()).await.unwrap();
+        let mut member = nats
+            .queue_subscribe("svc.mixed", "mixed".into())
+            .await
+            .unwrap();
+        nats.flush().await.unwrap();
+        let props = [("X-Subject", &b"svc.mixed"[..]), ("X-Group", b"mixed")];
+        let mut rep = Raw::null(server.zmtp, 1, "REP", &props, "DEALER").await;
+        rep.sync().await;
+        // Every plain message goes to the NATS member, none to the REP worker.
+        for i in 0..6u8 {
+            nats.publish("svc.mixed", vec![i].into()).await.unwrap();
+        }
+        nats.flush().await.unwrap();
+        for i in 0..6u8 {
+            let msg = member.next().await.unwrap();
+            assert_eq!(msg.payload.as_ref(), [i]);
+        }
+        rep.sync().await;
     })
     .await
     .unwrap();

@@ -15,7 +15,7 @@
 //! | peer | broker is | on the core |
 //! |---|---|---|
 //! | PUB/XPUB | XSUB | the broker sends SUBSCRIBE `""` (3.0: a `0x01` message); `[subject][body…]` is published |
-//! | SUB/XSUB | XPUB | SUBSCRIBE/CANCEL (3.0: `0x01`/`0x00` parts) are refcounted byte-prefix subscriptions; receives `[subject][body…]` |
+//! | SUB/XSUB | XPUB | SUBSCRIBE/CANCEL (3.0: `0x01`/`0x00` parts) are refcounted byte-prefix subscriptions; receives `[subject][body…]`, once however many of its prefixes match |
 //! | PUSH | PULL | publishes `[subject][body…]`, or `[body]` on `X-Subject`/`Resource`/`default_subject` |
 //! | PULL | PUSH | member of group `X-Group`/`Resource`/`default_group` on filter `X-Subject`/`Resource`/`default_subject`; round-robin among members with room; receives `[subject][body…]` (or `[body…]` with `pull_subject_frame = false`) |
 //! | REQ | ROUTER | `[""][subject][body…]` is a request with an inbox; exactly one reply `[""][subject][reply…]` |
