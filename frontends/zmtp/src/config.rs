@@ -87,12 +87,13 @@ pub struct Config {
     /// How frame 0 of incoming messages is read: `"nats"` (canonical) or `"mqtt"`.
     pub topic_syntax: TopicSyntax,
     /// Subject for PUSH/REQ/DEALER peers whose messages have a single part and whose READY
-    /// names no `X-Subject`; filter for PULL/REP/ROUTER peers that name none. Canonical
-    /// (NATS) syntax whatever `topic_syntax` says. The default `>` matches every subject
-    /// (producers then need frame 0).
+    /// names no `X-Subject` or `Resource`; filter for PULL/REP/ROUTER peers that name none.
+    /// Canonical (NATS) syntax whatever `topic_syntax` says. The default `>` matches every
+    /// subject (producers then need frame 0).
     pub default_subject: String,
-    /// Group for PULL peers that name no `X-Group`. REP/ROUTER responders that name none join
-    /// `<default_group>.rep`, so default workers and default consumers never share a group.
+    /// Group for PULL peers that name no `X-Group` or `Resource`. REP/ROUTER responders that
+    /// name no `X-Group` join `<default_group>.rep`, so default workers and default consumers
+    /// never share a group.
     pub default_group: String,
     /// Whether PULL peers receive frame 0 (the subject) before the body, as DESIGN.md's
     /// convention says; `false` sends the body frames alone, for workers written for a plain

@@ -155,14 +155,15 @@ impl PeerTarget {
                 (Some(subject.clone()), Filter::exact(&subject))
             }
         };
-        let default_group = if role == Role::Responder {
-            &defaults.responder_group
-        } else {
-            &defaults.group
+        let named_group = match (metadata.get(X_GROUP), role) {
+            (Some(name), _) => Some((X_GROUP, name)),
+            (None, Role::Consumer) => metadata.get(RESOURCE).map(|name| (RESOURCE, name)),
+            (None, _) => None,
         };
-        let group = match metadata.get(X_GROUP) {
-            Some(name) => group_name(name).ok_or(InvalidProperty(X_GROUP))?,
-            None => default_group.clone(),
+        let group = match named_group {
+            Some((property, name)) => group_name(name).ok_or(InvalidProperty(property))?,
+            None if role == Role::Responder => defaults.responder_group.clone(),
+            None => defaults.group.clone(),
         };
         Ok(Self {
             subject,
@@ -312,6 +313,17 @@ mod tests {
         let resource = metadata(&[("Resource", "svc.echo")]);
         let push = PeerTarget::resolve(&resource, Role::Producer, &defaults).unwrap();
         assert_eq!(push.subject.unwrap().as_str(), "svc.echo");
+        // A PULL's Resource names its group too (PROTOCOLS.md §4.6); X-Group wins over it.
+        let pull = PeerTarget::resolve(&resource, Role::Consumer, &defaults).unwrap();
+        assert_eq!(
+            (pull.filter, &*pull.group),
+            (Filter::new("svc.echo").unwrap(), "svc.echo")
+        );
+        let both = metadata(&[("Resource", "svc.echo"), ("X-Group", "w")]);
+        let pull = PeerTarget::resolve(&both, Role::Consumer, &defaults).unwrap();
+        assert_eq!(&*pull.group, "w");
+        let rep = PeerTarget::resolve(&resource, Role::Responder, &defaults).unwrap();
+        assert_eq!(&*rep.group, "zmtp.rep");
         let bad_group = metadata(&[("X-Group", "")]);
         assert!(PeerTarget::resolve(&bad_group, Role::Consumer, &defaults).is_err());
     }
