@@ -1,6 +1,7 @@
 """pyzmq (libzmq) against polymq's ZMTP frontend: every socket pattern, X- metadata,
-multipart and 1 MiB messages, the request-reply error replies, refused socket types, and the
-subject space shared with NATS. The broker address comes from INTEROP_ZMTP (and INTEROP_NATS)."""
+multipart and 1 MiB messages, overlapping SUB prefixes, the request-reply error replies,
+refused socket types, and the subject space (and groups) shared with NATS. The broker address
+comes from INTEROP_ZMTP (and INTEROP_NATS)."""
 
 import asyncio
 import os
@@ -105,6 +106,27 @@ def test_unsubscribe_stops_delivery(ctx):
     assert sub.recv_multipart() == [f"{topic}.marker".encode(), b"last"]
 
 
+def test_overlapping_prefixes_deliver_once(ctx):
+    topic = unique("quote")
+    sub = connect(ctx, zmq.SUB)
+    for prefix in (topic, f"{topic}.eur", f"{topic}.eur.usd"):
+        sub.setsockopt(zmq.SUBSCRIBE, prefix.encode())
+    pub = connect(ctx, zmq.PUB)
+    probe_until_received(lambda: pub.send_multipart([f"{topic}.probe".encode(), b"p"]), sub)
+    # As through a libzmq XPUB: one copy however many prefixes match.
+    pub.send_multipart([f"{topic}.eur.usd".encode(), b"1.08"])
+    pub.send_multipart([f"{topic}.end".encode(), b"."])
+    assert sub.recv_multipart() == [f"{topic}.eur.usd".encode(), b"1.08"]
+    assert sub.recv_multipart() == [f"{topic}.end".encode(), b"."]
+    # Cancelling the widest prefix leaves the narrower ones, still one copy each.
+    sub.setsockopt(zmq.UNSUBSCRIBE, topic.encode())
+    probe_until_received(lambda: pub.send_multipart([f"{topic}.eur.probe".encode(), b"p"]), sub)
+    pub.send_multipart([f"{topic}.end".encode(), b"gone"])
+    pub.send_multipart([f"{topic}.eur.usd".encode(), b"1.09"])
+    assert sub.recv_multipart() == [f"{topic}.eur.usd".encode(), b"1.09"]
+    assert not sub.poll(100)
+
+
 def test_push_pull_group_with_metadata(ctx):
     subject = unique("jobs")
     group = unique("crew")
@@ -138,12 +160,15 @@ def worker(sock, count, transform):
 def test_req_rep(ctx):
     subject = unique("svc.upper")
     rep = connect(ctx, zmq.REP, x_subject=subject)
-    thread = worker(rep, 2, bytes.upper)
+    thread = worker(rep, 3, bytes.upper)
     req = connect(ctx, zmq.REQ)
     req.send_multipart([subject.encode(), b"hello"])
     assert req.recv_multipart() == [subject.encode(), b"HELLO"]
     req.send_multipart([subject.encode(), b"multi", b"part"])
     assert req.recv_multipart() == [subject.encode(), b"MULTI", b"PART"]
+    big = bytes(range(256)) * 4096
+    req.send_multipart([subject.encode(), b"big", big])
+    assert req.recv_multipart() == [subject.encode(), b"BIG", big.upper()]
     thread.join(timeout=5)
 
 
@@ -159,6 +184,34 @@ def test_router_worker_and_dealer_requester(ctx):
         router.send_multipart([identity, request_id, b"", subj, str(len(body)).encode()])
     replies = sorted(dealer.recv_multipart()[2] for _ in range(2))
     assert replies == [b"3", b"6"]
+
+
+def test_rep_workers_in_a_nats_queue_group_take_requests_only(ctx):
+    nats = pytest.importorskip("nats")
+    subject = unique("svc.mixed")
+    group = unique("mixed")
+    rep = connect(ctx, zmq.REP, x_subject=subject, x_group=group)
+    thread = worker(rep, 1, bytes.upper)
+
+    async def scenario():
+        nc = await nats.connect(f"nats://{NATS}")
+        try:
+            member = await nc.subscribe(subject, queue=group)
+            await nc.flush()
+            # Plain messages all go to the NATS member: a REP worker takes requests only.
+            for i in range(6):
+                await nc.publish(subject, str(i).encode())
+            await nc.flush()
+            got = [(await member.next_msg(timeout=5)).data for _ in range(6)]
+            assert got == [str(i).encode() for i in range(6)]
+            await member.unsubscribe()
+            reply = await nc.request(subject, b"work", timeout=5)
+            assert reply.data == b"WORK"
+        finally:
+            await nc.close()
+
+    asyncio.run(asyncio.wait_for(scenario(), 20))
+    thread.join(timeout=5)
 
 
 def test_req_without_responder_gets_error_reply(ctx):
