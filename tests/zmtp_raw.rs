@@ -561,7 +561,7 @@ async fn subscriptions_are_refcounted_byte_prefixes() {
         // The empty prefix does not match `$` subjects.
         sub.send(&command("SUBSCRIBE", b"")).await;
         sub.sync().await;
-        publisher.send(&message(&[b"$SYS.x", b"hidden"])).await;
+        publisher.send(&message(&[b"$app.x", b"hidden"])).await;
         publisher.send(&message(&[b"plain", b"seen"])).await;
         assert_eq!(
             sub.read_message().await,
@@ -1010,14 +1010,14 @@ async fn overlapping_prefixes_deliver_each_message_once() {
             vec![b"marker".to_vec(), b"m".to_vec()]
         );
         // The empty prefix covers the others but not `$` subjects.
-        sub.send(&command("SUBSCRIBE", b"$SYS")).await;
+        sub.send(&command("SUBSCRIBE", b"$app")).await;
         sub.send(&command("SUBSCRIBE", b"")).await;
         sub.sync().await;
-        publisher.send(&message(&[b"$SYS.x", b"3"])).await;
+        publisher.send(&message(&[b"$app.x", b"3"])).await;
         publisher.send(&message(&[b"abcd", b"4"])).await;
         assert_eq!(
             sub.read_message().await,
-            vec![b"$SYS.x".to_vec(), b"3".to_vec()]
+            vec![b"$app.x".to_vec(), b"3".to_vec()]
         );
         assert_eq!(
             sub.read_message().await,
@@ -1127,6 +1127,35 @@ async fn plain_publishes_skip_rep_members_of_a_shared_group() {
             assert_eq!(msg.payload.as_ref(), [i]);
         }
         rep.sync().await;
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn peers_cannot_publish_into_the_sys_tree() {
+    timeout(STEP, async {
+        let server = server("").await;
+        let mut sub = Raw::null(server.zmtp, 1, "SUB", &[], "XPUB").await;
+        // (Not `$SYS.broker`: the MQTT frontend publishes its status there.)
+        sub.send(&command("SUBSCRIBE", b"$SYS.x")).await;
+        sub.send(&command("SUBSCRIBE", b"$app")).await;
+        sub.sync().await;
+        let dropped = "polymq_dropped_messages_total{protocol=\"zmtp\"}";
+        let before = metric(&server, dropped);
+        // As mosquitto keeps clients out of `$SYS`: dropped and counted, from any producer.
+        let mut publisher = Raw::null(server.zmtp, 1, "PUB", &[], "XSUB").await;
+        publisher.read_command().await;
+        publisher.send(&message(&[b"$SYS.x", b"forged"])).await;
+        let mut push = Raw::null(server.zmtp, 1, "PUSH", &[], "PULL").await;
+        push.send(&message(&[b"$SYS.x", b"forged"])).await;
+        push.sync().await;
+        publisher.send(&message(&[b"$app.x", b"fine"])).await;
+        assert_eq!(
+            sub.read_message().await,
+            vec![b"$app.x".to_vec(), b"fine".to_vec()]
+        );
+        assert_eq!(metric(&server, dropped), before + 2);
     })
     .await
     .unwrap();

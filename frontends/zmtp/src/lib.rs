@@ -45,8 +45,9 @@
 //! # Overflow policy
 //! ZMTP is at-most-once (RFC 29/30): each peer has an outbox of `sndhwm` messages; when it is
 //! full, further messages for that peer are dropped and counted in the metrics, and the
-//! router is never blocked. Incoming messages with an invalid subject frame are dropped and
-//! counted too (ZMTP has no NACK). Unlike a libzmq PUSH/PULL pipeline, which blocks the
+//! router is never blocked. Incoming messages with an invalid subject frame, or for the
+//! broker's `$SYS` tree (as mosquitto keeps clients out of it), are dropped and counted too
+//! (ZMTP has no NACK). Unlike a libzmq PUSH/PULL pipeline, which blocks the
 //! producer at the HWM, a PUSH peer is never slowed down by slow PULL peers: their overflow
 //! is dropped and counted (DESIGN.md: ZMQ legs are at-most-once).
 //!

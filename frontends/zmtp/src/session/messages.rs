@@ -10,8 +10,9 @@
 //! | REP/ROUTER | `[request id][""][subject][reply…]` goes to the request's reply-to | `[request id][""][subject][body…]` |
 //!
 //! # Invariants
-//! - A message is published whole or not at all; one with an invalid subject frame is dropped
-//!   and counted (ZMTP has no NACK), except a request, which gets the `400` error reply.
+//! - A message is published whole or not at all; one with an invalid subject frame, or one
+//!   for the broker's `$SYS` tree, is dropped and counted (ZMTP has no NACK); a request with
+//!   an invalid subject frame gets the `400` error reply instead.
 //! - Every delivery written counts in `message_out`; every one not written counts as dropped.
 
 use std::sync::Arc;
@@ -27,6 +28,10 @@ use crate::mapping;
 
 use super::requests::{PendingRequest, BAD_REQUEST, ERROR_SUBJECT, NO_RESPONDERS, REQUEST_TIMEOUT};
 use super::{Session, State, MAX_BATCH, WRITE_HIGH_WATER};
+
+/// Subjects peers may not publish to: the broker's status tree (mosquitto keeps clients out
+/// of `$SYS` the same way).
+const SYS_PREFIX: &str = "$SYS";
 
 /// How a message of a single part is read.
 #[derive(Debug)]
@@ -105,8 +110,11 @@ where
         }
     }
 
+    /// Publishes `[subject][body…]`; an invalid subject, or one in the broker's `$SYS` tree,
+    /// drops the message.
     fn publish_parts(&self, parts: &[Bytes], lone: Lone) {
-        match self.split_subject(parts, lone) {
+        let split = self.split_subject(parts, lone);
+        match split.filter(|(subject, _, _)| !subject.as_str().starts_with(SYS_PREFIX)) {
             Some((subject, _, body)) => {
                 let env = mapping::envelope(subject, body, self.origin);
                 self.listener.router.publish(Arc::new(env));
