@@ -1,6 +1,8 @@
 //! The `[mqtt]` section of config.toml.
 //!
-//! Defaults are mosquitto's: 16 MiB packets at most (`max_packet_size`), 20 QoS 1/2 messages
+//! Defaults are mosquitto's, except `max_packet_size`: mosquitto accepts packets up to the
+//! protocol's 256 MiB and advertises no Maximum Packet Size, polymq bounds what one client can
+//! make it buffer to 16 MiB (and advertises it to 5.0 clients). Then: 20 QoS 1/2 messages
 //! in flight per client (`max_inflight_messages`), 1000 queued messages per session
 //! (`max_queued_messages`), QoS 0 not queued for offline sessions, retained messages on,
 //! `$SYS` every 10 s, anonymous clients allowed.

@@ -18,6 +18,10 @@ pub enum SessionError {
     /// A valid packet that breaks the protocol (second CONNECT, server-only packet, …).
     #[error("protocol error: {0}")]
     Protocol(&'static str),
+    /// A protocol violation that mosquitto answers by closing without a DISCONNECT (second
+    /// CONNECT, AUTH without an authentication method, a server-only packet from a client).
+    #[error("protocol violation: {0}")]
+    Violation(&'static str),
     /// Topic Alias 0, above the maximum, or unknown with an empty topic.
     #[error("topic alias invalid")]
     TopicAliasInvalid,
@@ -51,7 +55,10 @@ impl SessionError {
     /// The MQTT 5 reason code for this end of the session, if the client is told one.
     pub fn reason_code(&self) -> Option<u8> {
         let code = match self {
-            Self::Frame(FrameError::Io(_)) | Self::Io(_) | Self::ConnectTimeout => return None,
+            Self::Frame(FrameError::Io(_))
+            | Self::Io(_)
+            | Self::ConnectTimeout
+            | Self::Violation(_) => return None,
             Self::Frame(err) => err.reason_code(),
             Self::Protocol(_) => reason::PROTOCOL_ERROR,
             Self::TopicAliasInvalid => reason::TOPIC_ALIAS_INVALID,
@@ -101,9 +108,11 @@ mod tests {
             );
             assert_eq!(err.to_wire(ProtocolVersion::V311), None);
         }
-        assert_eq!(
-            SessionError::ConnectTimeout.to_wire(ProtocolVersion::V5),
-            None
-        );
+        for silent in [
+            SessionError::ConnectTimeout,
+            SessionError::Violation("second CONNECT"),
+        ] {
+            assert_eq!(silent.to_wire(ProtocolVersion::V5), None);
+        }
     }
 }

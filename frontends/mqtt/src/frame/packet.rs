@@ -488,7 +488,7 @@ impl Publish {
         }
         let properties = read_props(r, v, PropertyContext::Publish)?;
         if !valid_topic_name(&topic) {
-            return Err(FrameError::Malformed("invalid topic name"));
+            return Err(FrameError::Protocol("invalid topic name"));
         }
         Ok(Self {
             dup,
@@ -586,30 +586,15 @@ impl Ack {
         Ok(ack)
     }
 
-    fn short_form(&self, v: ProtocolVersion) -> bool {
-        !v.is_v5() || (self.reason == 0 && self.properties.is_empty())
-    }
-
     /// Remaining length of the encoded packet.
     pub fn body_len(&self, v: ProtocolVersion) -> usize {
-        if self.short_form(v) {
-            2
-        } else if self.properties.is_empty() {
-            3
-        } else {
-            3 + self.properties.encoded_len()
-        }
+        2 + reason_tail_len(self.reason, &self.properties, v)
     }
 
     /// Writes the body.
     pub fn encode(&self, out: &mut impl BufMut, v: ProtocolVersion) {
         out.put_u16(self.packet_id);
-        if !self.short_form(v) {
-            out.put_u8(self.reason);
-            if !self.properties.is_empty() {
-                self.properties.encode(out);
-            }
-        }
+        put_reason_tail(out, self.reason, &self.properties, v);
     }
 }
 
@@ -840,28 +825,36 @@ impl Disconnect {
         Ok(packet)
     }
 
-    fn short_form(&self, v: ProtocolVersion) -> bool {
-        !v.is_v5() || (self.reason == 0 && self.properties.is_empty())
-    }
-
     /// Remaining length of the encoded packet.
     pub fn body_len(&self, v: ProtocolVersion) -> usize {
-        if self.short_form(v) {
-            0
-        } else if self.properties.is_empty() {
-            1
-        } else {
-            1 + self.properties.encoded_len()
-        }
+        reason_tail_len(self.reason, &self.properties, v)
     }
 
     /// Writes the body.
     pub fn encode(&self, out: &mut impl BufMut, v: ProtocolVersion) {
-        if !self.short_form(v) {
-            out.put_u8(self.reason);
-            if !self.properties.is_empty() {
-                self.properties.encode(out);
-            }
-        }
+        put_reason_tail(out, self.reason, &self.properties, v);
+    }
+}
+
+/// Acks, DISCONNECT and AUTH end in `reason code [properties]`, left out in 3.1.x and when
+/// the code is 0 with no properties (and the properties alone when there are none).
+fn reason_tail_len(reason: u8, properties: &Properties, v: ProtocolVersion) -> usize {
+    if !v.is_v5() || (reason == 0 && properties.is_empty()) {
+        0
+    } else if properties.is_empty() {
+        1
+    } else {
+        1 + properties.encoded_len()
+    }
+}
+
+/// Writes the `reason code [properties]` tail sized by [`reason_tail_len`].
+fn put_reason_tail(out: &mut impl BufMut, reason: u8, properties: &Properties, v: ProtocolVersion) {
+    if reason_tail_len(reason, properties, v) == 0 {
+        return;
+    }
+    out.put_u8(reason);
+    if !properties.is_empty() {
+        properties.encode(out);
     }
 }

@@ -439,11 +439,13 @@ impl Properties {
             wire::put_varint(w.0, usize::try_from(sid).unwrap_or(0));
         }
         w.long(id::SESSION_EXPIRY_INTERVAL, self.session_expiry_interval);
+        // CONNACK properties in mosquitto's order.
+        w.short(id::TOPIC_ALIAS_MAXIMUM, self.topic_alias_maximum);
+        w.short(id::SERVER_KEEP_ALIVE, self.server_keep_alive);
         w.text(
             id::ASSIGNED_CLIENT_IDENTIFIER,
             self.assigned_client_identifier.as_deref(),
         );
-        w.short(id::SERVER_KEEP_ALIVE, self.server_keep_alive);
         w.text(
             id::AUTHENTICATION_METHOD,
             self.authentication_method.as_deref(),
@@ -464,17 +466,16 @@ impl Properties {
         );
         w.text(id::SERVER_REFERENCE, self.server_reference.as_deref());
         w.text(id::REASON_STRING, self.reason_string.as_deref());
-        w.short(id::RECEIVE_MAXIMUM, self.receive_maximum);
-        w.short(id::TOPIC_ALIAS_MAXIMUM, self.topic_alias_maximum);
-        w.short(id::TOPIC_ALIAS, self.topic_alias);
-        w.byte(id::MAXIMUM_QOS, self.maximum_qos);
         w.byte(id::RETAIN_AVAILABLE, self.retain_available);
+        w.long(id::MAXIMUM_PACKET_SIZE, self.maximum_packet_size);
+        w.short(id::RECEIVE_MAXIMUM, self.receive_maximum);
+        w.byte(id::MAXIMUM_QOS, self.maximum_qos);
+        w.short(id::TOPIC_ALIAS, self.topic_alias);
         for (name, value) in &self.user_properties {
             w.id(id::USER_PROPERTY);
             wire::put_binary(w.0, name.as_bytes());
             wire::put_binary(w.0, value.as_bytes());
         }
-        w.long(id::MAXIMUM_PACKET_SIZE, self.maximum_packet_size);
         w.byte(
             id::WILDCARD_SUBSCRIPTION_AVAILABLE,
             self.wildcard_subscription_available,

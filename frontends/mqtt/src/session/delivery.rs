@@ -1,0 +1,327 @@
+//! Outbound flow: deliveries from the outbox and the durable queue, the Receive Maximum
+//! window, packet ids, topic aliases towards the client, and the acknowledgements
+//! (PUBACK, PUBREC → PUBREL, PUBCOMP) that free the window.
+//!
+//! # Invariants
+//! - QoS 1/2 PUBLISHes in flight never exceed the window.
+
+use std::sync::Arc;
+
+use polymq_core::outbox::Delivery;
+use polymq_core::{Envelope, MessageId, Protocol, Subject};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use super::{Connection, QUEUE_SUB, RECENT};
+use crate::broker::Stats;
+use crate::frame::{Ack, Packet, Publish, QoS};
+use crate::mapping::{from_core_qos, to_publish, Outbound, Undeliverable};
+
+/// A QoS 1/2 PUBLISH sent and not yet acknowledged.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Inflight {
+    /// Taken from the durable queue: finish it on PUBACK / PUBREC.
+    Queued { id: MessageId, qos: QoS },
+    /// Sent straight from the outbox or as a retained message.
+    Direct { qos: QoS },
+}
+
+/// A direct QoS 1/2 delivery waiting for room in the window.
+#[derive(Debug)]
+pub(super) struct Waiting {
+    msg: Arc<Envelope>,
+    out: Outbound,
+}
+
+impl Inflight {
+    fn qos(self) -> QoS {
+        match self {
+            Self::Queued { qos, .. } | Self::Direct { qos } => qos,
+        }
+    }
+}
+
+impl<S> Connection<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    pub(super) fn deliver(&mut self, delivery: Delivery) {
+        if delivery.sub == QUEUE_SUB {
+            self.deliver_queued(&delivery);
+        } else {
+            self.deliver_direct(&delivery);
+        }
+    }
+
+    /// Highest granted QoS, Subscription Identifiers and Retain As Published over the
+    /// session's non-shared subscriptions that match `subject`.
+    fn match_options(&self, subject: &Subject) -> Option<(QoS, Vec<u32>, bool)> {
+        let mut found: Option<(QoS, Vec<u32>, bool)> = None;
+        for sub in self.session.subs.values().filter(|s| s.share.is_none()) {
+            if !sub.filter.matches(subject) {
+                continue;
+            }
+            let entry = found.get_or_insert((QoS::AtMostOnce, Vec::new(), false));
+            entry.0 = entry.0.max(sub.options.qos);
+            entry.1.extend(sub.sub_id);
+            entry.2 |= sub.options.retain_as_published;
+        }
+        found
+    }
+
+    fn retain_flag(&self, msg: &Envelope, as_published: bool) -> bool {
+        self.v.is_v5() && as_published && msg.retain
+    }
+
+    fn deliver_queued(&mut self, delivery: &Delivery) {
+        let msg = &delivery.msg;
+        let Some((granted, sub_ids, rap)) = self.match_options(&msg.subject) else {
+            self.finish_queued(&msg.id);
+            return;
+        };
+        let qos = granted.min(from_core_qos(msg.qos));
+        if delivery.attempts <= 1
+            && msg.timestamp_ns < self.connected_at_ns
+            && !self.admit_offline(qos)
+        {
+            Stats::add(&self.broker.stats.pub_dropped, 1);
+            self.finish_queued(&msg.id);
+            return;
+        }
+        let mut out = Outbound {
+            qos,
+            retain: self.retain_flag(msg, rap),
+            subscription_identifiers: sub_ids,
+            ..Outbound::default()
+        };
+        if qos == QoS::AtMostOnce {
+            self.write_publish(msg, out);
+            self.finish_queued(&msg.id);
+            return;
+        }
+        let reused = self.session.out_ids.get(&msg.id).copied();
+        out.dup = reused.is_some() || delivery.attempts > 1;
+        out.packet_id = reused.unwrap_or_else(|| self.next_packet_id());
+        if self.write_publish(msg, out.clone()) {
+            self.session.out_ids.insert(msg.id, out.packet_id);
+            self.inflight
+                .insert(out.packet_id, Inflight::Queued { id: msg.id, qos });
+        } else {
+            self.finish_queued(&msg.id);
+        }
+    }
+
+    /// The offline-queue rules for a message queued before this connection: QoS 0 only with
+    /// `queue_qos0`, and at most `max_queued_messages` of them.
+    fn admit_offline(&mut self, qos: QoS) -> bool {
+        let config = &self.broker.config;
+        if qos == QoS::AtMostOnce && !config.queue_qos0 {
+            return false;
+        }
+        self.offline_seen += 1;
+        self.offline_seen <= config.max_queued_messages
+    }
+
+    fn deliver_direct(&mut self, delivery: &Delivery) {
+        let msg = &delivery.msg;
+        let Some(sub) = self
+            .session
+            .subs
+            .values()
+            .find(|s| s.router_id == Some(delivery.sub))
+        else {
+            return;
+        };
+        let (granted, sub_ids, rap) = if sub.share.is_some() {
+            (
+                sub.options.qos,
+                sub.sub_id.into_iter().collect(),
+                sub.options.retain_as_published,
+            )
+        } else {
+            if self.recent.contains(&msg.id) {
+                return;
+            }
+            if self.recent.len() == RECENT {
+                self.recent.pop_front();
+            }
+            self.recent.push_back(msg.id);
+            let Some(found) = self.match_options(&msg.subject) else {
+                return;
+            };
+            found
+        };
+        let out = Outbound {
+            qos: granted.min(from_core_qos(msg.qos)),
+            retain: self.retain_flag(msg, rap),
+            subscription_identifiers: sub_ids,
+            ..Outbound::default()
+        };
+        self.send_direct(msg, out);
+    }
+
+    /// Sends now (QoS 0, or QoS 1/2 with room in the window) or waits for room.
+    pub(super) fn send_direct(&mut self, msg: &Arc<Envelope>, mut out: Outbound) {
+        if out.qos == QoS::AtMostOnce {
+            self.write_publish(msg, out);
+            return;
+        }
+        if self.in_window() >= self.window {
+            if self.waiting.len() < self.broker.config.max_queued_messages {
+                self.waiting.push_back(Waiting {
+                    msg: msg.clone(),
+                    out,
+                });
+            } else {
+                Stats::add(&self.broker.stats.pub_dropped, 1);
+                self.broker.router.metrics().dropped(Protocol::Mqtt, 1);
+            }
+            return;
+        }
+        out.packet_id = self.next_packet_id();
+        let qos = out.qos;
+        let pid = out.packet_id;
+        if self.write_publish(msg, out) {
+            self.inflight.insert(pid, Inflight::Direct { qos });
+            self.refresh_credit();
+        }
+    }
+
+    /// Encodes a PUBLISH unless the message expired, has no MQTT topic, or is larger than the
+    /// client accepts (then it is dropped as if sent, [MQTT-3.1.2-25]). True when written.
+    fn write_publish(&mut self, msg: &Arc<Envelope>, out: Outbound) -> bool {
+        let mut publish = match to_publish(msg, out, self.v.is_v5()) {
+            Ok(publish) => publish,
+            Err(Undeliverable::Expired) => return false,
+            Err(Undeliverable::NotRepresentable) => {
+                self.broker.router.metrics().dropped(Protocol::Mqtt, 1);
+                return false;
+            }
+        };
+        self.apply_alias(&mut publish);
+        let packet = Packet::Publish(publish);
+        if packet.encoded_len(self.v) > self.client_max_packet {
+            Stats::add(&self.broker.stats.pub_dropped, 1);
+            return false;
+        }
+        let stats = &self.broker.stats;
+        Stats::add(&stats.pub_sent, 1);
+        Stats::add(&stats.pub_bytes_sent, msg.payload.len() as u64);
+        self.broker
+            .router
+            .metrics()
+            .message_out(Protocol::Mqtt, msg.payload.len());
+        self.send(&packet);
+        true
+    }
+
+    /// Replaces the topic with an alias when the client accepts aliases (5.0).
+    fn apply_alias(&mut self, publish: &mut Publish) {
+        if self.client_alias_max == 0 {
+            return;
+        }
+        if let Some(&alias) = self.out_aliases.get(&publish.topic) {
+            publish.topic.clear();
+            publish.properties.topic_alias = Some(alias);
+            return;
+        }
+        let next = self.out_aliases.len() + 1;
+        if let Ok(alias) = u16::try_from(next) {
+            if alias <= self.client_alias_max {
+                self.out_aliases.insert(publish.topic.clone(), alias);
+                publish.properties.topic_alias = Some(alias);
+            }
+        }
+    }
+
+    /// A packet id not in use by an unacknowledged outbound PUBLISH or PUBREL.
+    fn next_packet_id(&mut self) -> u16 {
+        for _ in 0..=u16::MAX {
+            let pid = self.session.next_pid.max(1);
+            self.session.next_pid = pid.checked_add(1).unwrap_or(1);
+            let busy = self.inflight.contains_key(&pid) || self.session.pubrel.contains(&pid);
+            if !busy {
+                return pid;
+            }
+        }
+        1
+    }
+
+    pub(super) fn on_puback(&mut self, pid: u16, expected: QoS) {
+        let matches = self.inflight.get(&pid).is_some_and(|f| f.qos() == expected);
+        if !matches {
+            return;
+        }
+        if let Some(Inflight::Queued { id, .. }) = self.inflight.remove(&pid) {
+            self.finish_queued(&id);
+        }
+        self.after_ack();
+    }
+
+    pub(super) fn on_pubrec(&mut self, ack: &Ack) {
+        let pid = ack.packet_id;
+        let is_qos2 = self
+            .inflight
+            .get(&pid)
+            .is_some_and(|f| f.qos() == QoS::ExactlyOnce);
+        if is_qos2 {
+            if let Some(Inflight::Queued { id, .. }) = self.inflight.remove(&pid) {
+                self.finish_queued(&id);
+            } else {
+                self.inflight.remove(&pid);
+            }
+            if ack.reason >= 0x80 {
+                self.after_ack();
+                return;
+            }
+            self.session.pubrel.push(pid);
+        }
+        // mosquitto answers PUBREL even for an unknown packet id.
+        if ack.reason < 0x80 {
+            self.send(&Packet::PubRel(Ack::new(pid)));
+        }
+    }
+
+    pub(super) fn on_pubcomp(&mut self, pid: u16) {
+        let before = self.session.pubrel.len();
+        self.session.pubrel.retain(|&p| p != pid);
+        if self.session.pubrel.len() != before {
+            self.after_ack();
+        }
+    }
+
+    fn finish_queued(&mut self, id: &MessageId) {
+        self.session.out_ids.remove(id);
+        if let Some(member) = &self.member {
+            let _ = member.fin(id);
+        }
+    }
+
+    /// A window slot came free: send waiting deliveries and give the queue its credit.
+    fn after_ack(&mut self) {
+        while self.in_window() < self.window {
+            let Some(waiting) = self.waiting.pop_front() else {
+                break;
+            };
+            self.send_direct(&waiting.msg, waiting.out);
+        }
+        self.refresh_credit();
+    }
+
+    /// QoS 1/2 PUBLISHes the client has not completed.
+    fn in_window(&self) -> usize {
+        self.inflight.len() + self.session.pubrel.len()
+    }
+
+    /// Queue credit: the window less what direct deliveries and QoS 2 completions hold.
+    pub(super) fn refresh_credit(&self) {
+        let Some(member) = &self.member else { return };
+        let direct = self
+            .inflight
+            .values()
+            .filter(|f| matches!(f, Inflight::Direct { .. }))
+            .count();
+        let used = direct + self.session.pubrel.len();
+        let credit = self.window.saturating_sub(used);
+        member.set_credit(u32::try_from(credit).unwrap_or(u32::MAX));
+    }
+}

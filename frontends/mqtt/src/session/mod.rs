@@ -1,0 +1,361 @@
+//! One MQTT connection: CONNECT handshake, then a single task that reads packets, writes
+//! deliveries, keeps the keep alive, and finally hands its session back to the registry.
+//!
+//! ```text
+//! connect():  CONNECT (under connect_timeout) → checks → claim client id (takeover)
+//!             → CONNACK → resend PUBRELs → attach the offline queue (redelivers unacked
+//!             PUBLISHes with DUP=1 and their packet ids, then queued messages)
+//! serve():    select! { shutdown | takeover | keep alive 1.5× | socket read | outbox }
+//! finish():   DISCONNECT (5.0, on error) → detach queue → keep or discard the session → will
+//! ```
+//!
+//! Deliveries: a persistent session (expiry > 0) receives its non-shared subscriptions through
+//! its durable queue `mqtt/<client-id>` (credit = the client's window); a clean session and
+//! shared subscriptions receive through the outbox directly, QoS 1/2 ones waiting in a local
+//! queue (at most `max_queued_messages`) while the window is full. Each message is sent once
+//! per session, with the highest granted QoS and every matching Subscription Identifier.
+//!
+//! # Modules
+//! - this module: the socket, the read/write loop, packet dispatch, DISCONNECT and the end.
+//! - [`connect`]: CONNECT checks, CONNACK, takeover and session resume.
+//! - [`inbound`]: PUBLISH from the client and its QoS 1/2 acknowledgements.
+//! - [`subscribe`]: SUBSCRIBE / UNSUBSCRIBE and retained messages on subscribe.
+//! - [`delivery`]: the outbound flow: deliveries, window, packet ids, aliases, acks.
+//!
+//! # Invariants
+//! - QoS 1/2 PUBLISHes in flight to the client (including QoS 2 waiting for PUBCOMP) never
+//!   exceed its window (5.0 Receive Maximum, 3.1.1 `max_inflight`).
+//! - An inbound QoS 2 message is routed once: a repeated PUBLISH with a packet id waiting for
+//!   PUBREL only gets PUBREC again.
+//! - A message taken from the queue is `fin`ished exactly when its PUBACK / PUBREC arrives, or
+//!   at once when it is sent at QoS 0 or not sent at all.
+//! - Nothing here awaits another client; the outbox is drained with `try_recv` into one write.
+//! - Packets that arrive in the same read as CONNECT are handled right after CONNACK.
+
+mod connect;
+mod delivery;
+mod inbound;
+mod subscribe;
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use polymq_core::outbox::{Outbox, Sink};
+use polymq_core::queue::Member;
+use polymq_core::{MessageId, Protocol, SubscriptionId};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio_util::codec::Decoder;
+use tokio_util::sync::CancellationToken;
+
+use crate::broker::{Broker, Claim, PendingWill, SessionState, Stats};
+use crate::error::SessionError;
+use crate::frame::{reason, Codec, Disconnect, FrameError, Packet, ProtocolVersion, QoS};
+use connect::connect;
+use delivery::{Inflight, Waiting};
+
+/// Tag of deliveries that come from the session's durable queue.
+const QUEUE_SUB: SubscriptionId = SubscriptionId(u64::MAX);
+/// In-flight timeout of queue deliveries: MQTT never resends within a connection.
+const NO_TIMEOUT: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+/// Most deliveries written per outbox wake-up.
+const DRAIN_BATCH: usize = 256;
+/// Recent message ids remembered to send a message once per session.
+const RECENT: usize = 64;
+/// Longest wait for the last bytes (DISCONNECT) to go out when a session ends.
+const FINAL_FLUSH: Duration = Duration::from_secs(2);
+/// Read buffer grows in steps of this much.
+const READ_CHUNK: usize = 8 * 1024;
+
+/// Socket halves, buffers and codec of one connection.
+struct Io<S> {
+    reader: ReadHalf<S>,
+    writer: WriteHalf<S>,
+    rbuf: BytesMut,
+    wbuf: BytesMut,
+    codec: Codec,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Io<S> {
+    /// Reads until one packet is decoded; `None` at end of stream.
+    async fn read_packet(&mut self) -> Result<Option<Packet>, FrameError> {
+        loop {
+            if let Some(packet) = self.codec.decode(&mut self.rbuf)? {
+                return Ok(Some(packet));
+            }
+            self.rbuf.reserve(READ_CHUNK);
+            if self.reader.read_buf(&mut self.rbuf).await? == 0 {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// Encodes a packet into the write buffer for protocol `v`.
+    fn queue(&mut self, packet: &Packet, v: ProtocolVersion) {
+        if let Err(err) = packet.encode(&mut self.wbuf, v) {
+            tracing::debug!(%err, "packet not encodable, not sent");
+        }
+    }
+
+    /// Writes out the buffer. Cancel-safe: what was written is consumed from the buffer.
+    async fn flush(&mut self) -> std::io::Result<()> {
+        if !self.wbuf.is_empty() {
+            self.writer.write_all_buf(&mut self.wbuf).await?;
+            self.writer.flush().await?;
+        }
+        Ok(())
+    }
+}
+
+/// Serves one client connection until it ends.
+#[tracing::instrument(skip_all, fields(proto = "mqtt", %peer, client_id))]
+pub async fn run<S>(broker: Arc<Broker>, stream: S, peer: SocketAddr, shutdown: CancellationToken)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let metrics = broker.router.metrics().clone();
+    metrics.connection_opened(Protocol::Mqtt);
+    let (reader, writer) = tokio::io::split(stream);
+    let codec = Codec::new(usize::try_from(broker.config.max_packet_size).unwrap_or(usize::MAX));
+    let io = Io {
+        reader,
+        writer,
+        rbuf: BytesMut::new(),
+        wbuf: BytesMut::new(),
+        codec,
+    };
+    let limit = Duration::from_millis(broker.config.connect_timeout_ms);
+    let accepted = tokio::select! {
+        () = shutdown.cancelled() => None,
+        res = tokio::time::timeout(limit, connect(&broker, io)) => res.ok(),
+    };
+    match accepted {
+        Some(Ok(conn)) => conn.serve(shutdown).await,
+        Some(Err((err, mut io))) => {
+            tracing::debug!(%err, "connection refused");
+            let _ = io.flush().await;
+            let _ = io.writer.shutdown().await;
+        }
+        None => tracing::debug!("no CONNECT in time"),
+    }
+    metrics.connection_closed(Protocol::Mqtt);
+}
+
+/// How a session ended.
+#[derive(Debug)]
+enum End {
+    /// DISCONNECT from the client; `will` = reason 0x04 (or any non-normal 5.0 reason).
+    Disconnect { will: bool },
+    /// Anything else.
+    Error(SessionError),
+}
+
+/// One connected client.
+struct Connection<S> {
+    broker: Arc<Broker>,
+    io: Io<S>,
+    v: ProtocolVersion,
+    session: SessionState,
+    claim: Claim,
+    will: Option<PendingWill>,
+    sink: Sink,
+    outbox: Outbox,
+    member: Option<Member>,
+    inflight: HashMap<u16, Inflight>,
+    waiting: VecDeque<Waiting>,
+    window: usize,
+    client_max_packet: usize,
+    client_alias_max: u16,
+    out_aliases: HashMap<String, u16>,
+    in_aliases: HashMap<u16, String>,
+    keep_alive: Option<Duration>,
+    recent: VecDeque<MessageId>,
+    connected_at_ns: u64,
+    offline_seen: usize,
+    connect_expiry: u32,
+}
+
+impl<S> Connection<S>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    /// Runs the connection until it ends, then cleans up.
+    async fn serve(mut self, shutdown: CancellationToken) {
+        let end = self.run_loop(&shutdown).await;
+        self.finish(end).await;
+    }
+
+    async fn run_loop(&mut self, shutdown: &CancellationToken) -> End {
+        let kick = self.claim.kick.clone();
+        let keep_alive = self.keep_alive;
+        let sleep = tokio::time::sleep(keep_alive.unwrap_or(NO_TIMEOUT));
+        tokio::pin!(sleep);
+        // Packets that arrived together with CONNECT are already in the read buffer.
+        let mut step = self.on_readable().await;
+        loop {
+            // A client that does not read must not stop a takeover or shutdown.
+            let flushed = tokio::select! {
+                res = self.flush() => res,
+                () = kick.cancelled() => return End::Error(SessionError::TakenOver),
+                () = shutdown.cancelled() => return End::Error(SessionError::ShuttingDown),
+            };
+            match (step, flushed) {
+                (Err(end), _) => return end,
+                (Ok(()), Err(err)) => return End::Error(err.into()),
+                (Ok(()), Ok(())) => {}
+            }
+            self.io.rbuf.reserve(READ_CHUNK);
+            step = tokio::select! {
+                biased;
+                () = shutdown.cancelled() => Err(End::Error(SessionError::ShuttingDown)),
+                () = kick.cancelled() => Err(End::Error(SessionError::TakenOver)),
+                () = &mut sleep, if keep_alive.is_some() => {
+                    Err(End::Error(SessionError::KeepAliveTimeout))
+                }
+                read = self.io.reader.read_buf(&mut self.io.rbuf) => match read {
+                    Ok(0) => Err(End::Error(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into())),
+                    Ok(n) => {
+                        Stats::add(&self.broker.stats.bytes_received, n as u64);
+                        if let Some(ka) = keep_alive {
+                            sleep.as_mut().reset(tokio::time::Instant::now() + ka);
+                        }
+                        self.on_readable().await
+                    }
+                    Err(err) => Err(End::Error(err.into())),
+                },
+                Some(delivery) = self.outbox.recv() => {
+                    self.deliver(delivery);
+                    for _ in 1..DRAIN_BATCH {
+                        let Some(next) = self.outbox.try_recv() else { break };
+                        self.deliver(next);
+                    }
+                    Ok(())
+                }
+            };
+        }
+    }
+
+    async fn flush(&mut self) -> std::io::Result<()> {
+        let pending = self.io.wbuf.len() as u64;
+        self.io.flush().await?;
+        Stats::add(&self.broker.stats.bytes_sent, pending);
+        Ok(())
+    }
+
+    /// Decodes and handles every complete packet in the read buffer.
+    async fn on_readable(&mut self) -> Result<(), End> {
+        loop {
+            let packet = match self.io.codec.decode(&mut self.io.rbuf) {
+                Ok(Some(packet)) => packet,
+                Ok(None) => return Ok(()),
+                Err(err) => return Err(End::Error(err.into())),
+            };
+            Stats::add(&self.broker.stats.msgs_received, 1);
+            self.handle(packet).await?;
+        }
+    }
+
+    async fn handle(&mut self, packet: Packet) -> Result<(), End> {
+        let violation = |why| Err(End::Error(SessionError::Violation(why)));
+        match packet {
+            Packet::Publish(publish) => self.on_publish(publish).await.map_err(End::Error),
+            Packet::PubAck(ack) => {
+                self.on_puback(ack.packet_id, QoS::AtLeastOnce);
+                Ok(())
+            }
+            Packet::PubRec(ack) => {
+                self.on_pubrec(&ack);
+                Ok(())
+            }
+            Packet::PubRel(ack) => {
+                self.on_pubrel(ack.packet_id);
+                Ok(())
+            }
+            Packet::PubComp(ack) => {
+                self.on_pubcomp(ack.packet_id);
+                Ok(())
+            }
+            Packet::Subscribe(subscribe) => {
+                self.on_subscribe(subscribe);
+                Ok(())
+            }
+            Packet::Unsubscribe(unsubscribe) => {
+                self.on_unsubscribe(unsubscribe);
+                Ok(())
+            }
+            Packet::PingReq => {
+                self.send(&Packet::PingResp);
+                Ok(())
+            }
+            Packet::Disconnect(disconnect) => Err(self.on_disconnect(&disconnect)),
+            Packet::Connect(_) => violation("second CONNECT"),
+            Packet::Auth(_) => violation("AUTH without an authentication method"),
+            Packet::ConnAck(_) | Packet::SubAck(_) | Packet::UnsubAck(_) | Packet::PingResp => {
+                violation("server packet from a client")
+            }
+        }
+    }
+
+    fn on_disconnect(&mut self, disconnect: &Disconnect) -> End {
+        if let Some(expiry) = disconnect.properties.session_expiry_interval {
+            if self.connect_expiry == 0 && expiry != 0 {
+                return End::Error(SessionError::Protocol("session expiry raised from 0"));
+            }
+            self.session.expiry = expiry;
+        }
+        End::Disconnect {
+            will: self.v.is_v5() && disconnect.reason != reason::SUCCESS,
+        }
+    }
+
+    fn send(&mut self, packet: &Packet) {
+        Stats::add(&self.broker.stats.msgs_sent, 1);
+        self.io.queue(packet, self.v);
+    }
+
+    async fn finish(mut self, end: End) {
+        let (will_due, error) = match end {
+            End::Disconnect { will } => (will, None),
+            End::Error(err) => (true, Some(err)),
+        };
+        if let Some(err) = &error {
+            tracing::debug!(client = %self.session.client_id, %err, "connection ends");
+            if let Some(packet) = err.to_wire(self.v) {
+                self.send(&packet);
+            }
+        }
+        // A client that stopped reading gets no more than a moment to take the last bytes.
+        let _ = tokio::time::timeout(FINAL_FLUSH, self.flush()).await;
+        let _ = tokio::time::timeout(FINAL_FLUSH, self.io.writer.shutdown()).await;
+        self.member = None;
+        let taken_over = matches!(error, Some(SessionError::TakenOver));
+        let taker_clean = self.claim.taker_clean_start.load(Ordering::Relaxed);
+        let ends = self.session.expiry == 0 || (taken_over && taker_clean);
+        let will = self.will.take().filter(|_| will_due);
+        // On takeover a will is published only if the old session ends (mosquitto).
+        let will = match (taken_over, ends) {
+            (true, false) => None,
+            (true, true) => will.map(|w| PendingWill { delay: 0, ..w }),
+            (false, _) => will,
+        };
+        let kept = if ends {
+            self.broker.end_session(&mut self.session);
+            None
+        } else {
+            self.broker.save_session(&self.session);
+            for sub in self.session.subs.values_mut().filter(|s| s.share.is_some()) {
+                if let Some(id) = sub.router_id.take() {
+                    self.broker.router.unsubscribe(id);
+                }
+            }
+            Some(std::mem::replace(
+                &mut self.session,
+                SessionState::new("", 0),
+            ))
+        };
+        self.broker.release(&self.claim, kept, will);
+    }
+}
