@@ -2,7 +2,7 @@
 //!
 //! Every [`SessionError`] closes the connection. [`SessionError::to_wire`] gives the exact
 //! `-ERR` text nats-server sends before closing, or `None` where it closes silently
-//! (malformed arguments, a bad CONNECT JSON, a client `-ERR`, I/O failures).
+//! (malformed arguments, a bad CONNECT JSON, a client `-ERR`, a slow consumer, I/O failures).
 //!
 //! Non-fatal errors (`Invalid Subject`, `Invalid Publish Subject`) do not end the session and
 //! are written inline by the session; their texts are the constants below.
@@ -78,12 +78,12 @@ impl SessionError {
             Self::NoRespondersRequiresHeaders => Some("no responders requires headers support"),
             Self::MaxConnections => Some("maximum connections exceeded"),
             Self::StaleConnection => Some("Stale Connection"),
-            Self::SlowConsumer => Some("Slow Consumer"),
             Self::Frame(
                 frame::Error::Malformed { .. }
                 | frame::Error::HeadersNotSupported
                 | frame::Error::Io(_),
             )
+            | Self::SlowConsumer
             | Self::BadJson { .. }
             | Self::ClientError(_)
             | Self::Eof
@@ -91,8 +91,8 @@ impl SessionError {
         }
     }
 
-    /// True when pending outbound data is worth flushing before closing (nats-server skips
-    /// the flush for write failures and slow consumers).
+    /// True when pending outbound data is worth flushing before closing (nats-server's
+    /// `skipFlushOnClose` is set for write failures and slow consumers: they see EOF only).
     pub fn flushes(&self) -> bool {
         !matches!(self, Self::SlowConsumer | Self::Frame(frame::Error::Io(_)))
     }
@@ -110,7 +110,7 @@ mod tests {
 
     #[test]
     fn wire_texts_are_nats_servers() {
-        let cases: [(SessionError, Option<&str>); 8] = [
+        let cases: [(SessionError, Option<&str>); 9] = [
             (
                 frame::Error::UnknownOp.into(),
                 Some("Unknown Protocol Operation"),
@@ -130,6 +130,7 @@ mod tests {
                 Some("Authorization Violation"),
             ),
             (SessionError::StaleConnection, Some("Stale Connection")),
+            (SessionError::SlowConsumer, None),
             (SessionError::ClientError("x".into()), None),
         ];
         for (err, want) in cases {

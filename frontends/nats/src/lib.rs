@@ -22,8 +22,9 @@
 //! Slow consumers are disconnected, as nats-server does. Pending output is counted in bytes in
 //! the session's write buffer; passing `max_pending`, overflowing the outbox that feeds it
 //! (`Overflow::Disconnect`, `max_pending / 128` messages, a burst buffer), or a write stalled
-//! for `write_deadline` closes the connection after a best-effort `-ERR 'Slow Consumer'` and
-//! counts it in `/varz` `slow_consumers`.
+//! for `write_deadline` closes the connection without flushing anything more and without an
+//! `-ERR` (nats-server's `markConnAsClosed` skips the flush for slow consumers; the client
+//! reads EOF), and counts it in `/varz` `slow_consumers`.
 //!
 //! # Invariants
 //! - The router is never awaited and no lock is held across an `.await`.

@@ -17,8 +17,8 @@
 //! - Pending output is counted in bytes, as nats-server does: the outbox is drained into `out`
 //!   whenever `out` is under `max_pending`, so the outbox only absorbs bursts between wakeups.
 //!   `out` passing `max_pending`, the outbox overflowing, or a write making no progress for
-//!   `write_deadline` is a slow consumer (counted, pending output dropped,
-//!   `-ERR 'Slow Consumer'` attempted, connection closed).
+//!   `write_deadline` is a slow consumer (counted, pending output dropped, connection closed
+//!   without an `-ERR`, as nats-server does).
 //! - A delivery whose subscription is gone (UNSUB, auto-unsubscribe) is discarded, so no
 //!   message is delivered past an UNSUB's `max_msgs`.
 //! - Dropping a session unsubscribes all its subscriptions and deregisters it from the
@@ -65,8 +65,8 @@ const WRITE_BATCH: usize = 256 * 1024;
 const MAX_DRAIN: usize = 4096;
 /// An empty `out` larger than this is released.
 const OUT_SHRINK: usize = 1024 * 1024;
-/// How long a slow consumer's `-ERR` may take before the socket is closed anyway.
-const SLOW_CONSUMER_GRACE: Duration = Duration::from_millis(100);
+/// How long closing a socket whose pending output is dropped may take.
+const ABORT_GRACE: Duration = Duration::from_millis(100);
 
 /// What every session of a listener shares.
 #[derive(Debug)]
@@ -705,7 +705,7 @@ impl Session {
             self.shared.config.write_deadline()
         } else {
             self.out.clear();
-            SLOW_CONSUMER_GRACE
+            ABORT_GRACE
         };
         if let Some(text) = err.to_wire() {
             put_err(&mut self.out, text.as_bytes());
