@@ -86,12 +86,16 @@ impl Metrics {
     }
 
     pub(crate) fn routed(&self, routed: &Routed) {
-        self.routed_deliveries
-            .fetch_add(routed.delivered as u64, Ordering::Relaxed);
-        self.routed_dropped
-            .fetch_add(routed.dropped as u64, Ordering::Relaxed);
-        self.routed_queued
-            .fetch_add(routed.queued as u64, Ordering::Relaxed);
+        // Shared counters are contended cache lines: touch only the ones that change.
+        for (counter, n) in [
+            (&self.routed_deliveries, routed.delivered),
+            (&self.routed_dropped, routed.dropped),
+            (&self.routed_queued, routed.queued),
+        ] {
+            if n > 0 {
+                counter.fetch_add(n as u64, Ordering::Relaxed);
+            }
+        }
         if routed.matched() == 0 {
             self.unrouted.fetch_add(1, Ordering::Relaxed);
         }
