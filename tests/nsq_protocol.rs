@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::{TestServer, STEP};
+use polymq_nsq::transport::{Compression, Transport};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
@@ -369,7 +370,10 @@ async fn identify_negotiates_truthfully() {
     run(async {
         let server = TestServer::start("").await;
         let mut c = Raw::connect(server.nsq_tcp).await;
-        c.send(&identify(r#"{"client_id":"x","feature_negotiation":true,"snappy":true,"deflate":true,"tls_v1":true,"msg_timeout":5000}"#)).await;
+        c.send(&identify(
+            r#"{"client_id":"x","feature_negotiation":true,"tls_v1":true,"msg_timeout":5000}"#,
+        ))
+        .await;
         let (kind, data) = c.reply().await;
         assert_eq!(kind, RESPONSE);
         let json: serde_json::Value = serde_json::from_slice(&data).unwrap();
@@ -379,6 +383,8 @@ async fn identify_negotiates_truthfully() {
         assert_eq!(json["snappy"], false);
         assert_eq!(json["deflate"], false);
         assert_eq!(json["tls_v1"], false);
+        assert_eq!(json["deflate_level"], 6);
+        assert_eq!(json["max_deflate_level"], 6);
         assert_eq!(json["auth_required"], false);
         assert_eq!(json["output_buffer_size"], 16384);
         // No upgrade follows: the next command is plain.
@@ -912,6 +918,116 @@ async fn ephemeral_overflow_is_dropped_silently() {
         consumer.send(b"RDY 5\n").await;
         assert_eq!(consumer.message().await.body, b"1");
         assert_eq!(consumer.message().await.body, b"2");
+    })
+    .await;
+}
+
+/// A raw client whose stream switches to `compression` after the negotiation JSON.
+async fn negotiate(
+    addr: SocketAddr,
+    json: &str,
+    compression: Compression,
+) -> (serde_json::Value, Transport<TcpStream>) {
+    let mut raw = Raw::connect(addr).await;
+    raw.send(&identify(json)).await;
+    let (kind, data) = raw.reply().await;
+    assert_eq!(kind, RESPONSE);
+    let mut stream = Transport::new(raw.stream);
+    stream.upgrade(compression, bytes::BytesMut::new());
+    (serde_json::from_slice(&data).unwrap(), stream)
+}
+
+/// The next frame read through a (compressed) stream.
+async fn compressed_frame(stream: &mut Transport<TcpStream>) -> (u32, Vec<u8>) {
+    timeout(STEP, async {
+        let size = stream.read_u32().await.unwrap();
+        let kind = stream.read_u32().await.unwrap();
+        let mut data = vec![0; size as usize - 4];
+        stream.read_exact(&mut data).await.unwrap();
+        (kind, data)
+    })
+    .await
+    .expect("no frame in time")
+}
+
+#[tokio::test]
+async fn snappy_and_deflate_wrap_the_stream_after_the_json() {
+    run(async {
+        let server = TestServer::start("").await;
+        let cases = [
+            (
+                r#"{"feature_negotiation":true,"snappy":true}"#,
+                Compression::Snappy,
+            ),
+            (
+                r#"{"feature_negotiation":true,"deflate":true,"deflate_level":2}"#,
+                Compression::Deflate(2),
+            ),
+        ];
+        for (json, compression) in cases {
+            let (reply, mut stream) = negotiate(server.nsq_tcp, json, compression).await;
+            let snappy = compression == Compression::Snappy;
+            assert_eq!(reply["snappy"], snappy);
+            assert_eq!(reply["deflate"], !snappy);
+            // The upgrade's OK arrives compressed, then commands flow compressed both ways.
+            assert_eq!(
+                compressed_frame(&mut stream).await,
+                (RESPONSE, b"OK".to_vec())
+            );
+            stream
+                .write_all(b"SUB zipped c\nRDY 1\nPUB zipped\n\x00\x00\x00\x04data")
+                .await
+                .unwrap();
+            stream.flush().await.unwrap();
+            assert_eq!(
+                compressed_frame(&mut stream).await,
+                (RESPONSE, b"OK".to_vec())
+            );
+            let (kind, data) = compressed_frame(&mut stream).await;
+            let (kind, data) = if kind == RESPONSE {
+                compressed_frame(&mut stream).await
+            } else {
+                (kind, data)
+            };
+            assert_eq!((kind, &data[26..]), (MESSAGE, b"data".as_slice()));
+            let stats: serde_json::Value = reqwest::get(format!(
+                "http://{}/stats?format=json&topic=zipped",
+                server.nsq_http
+            ))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+            let client = &stats["topics"][0]["channels"][0]["clients"][0];
+            assert_eq!(
+                (client["snappy"].clone(), client["deflate"].clone()),
+                (snappy.into(), (!snappy).into())
+            );
+            stream
+                .write_all(&[b"FIN ".as_slice(), &data[10..26], b"\n"].concat())
+                .await
+                .unwrap();
+            stream.flush().await.unwrap();
+            drop(stream);
+            server
+                .router()
+                .get_topic("zipped")
+                .unwrap()
+                .delete_channel("c");
+        }
+        // Both at once is refused; without negotiation nothing is wrapped.
+        let mut c = Raw::connect(server.nsq_tcp).await;
+        c.send(&identify(
+            r#"{"feature_negotiation":true,"snappy":true,"deflate":true}"#,
+        ))
+        .await;
+        c.expect_fatal("E_IDENTIFY_FAILED cannot enable both deflate and snappy compression")
+            .await;
+        let mut c = Raw::connect(server.nsq_tcp).await;
+        c.send(&identify(r#"{"snappy":true,"deflate":true}"#)).await;
+        c.expect_ok().await;
+        c.expect_quiet().await;
     })
     .await;
 }

@@ -1,6 +1,6 @@
 """pynsq against polymq's NSQ frontend: a Writer, Readers on two channels with several
 messages in flight, requeue (with and without backoff), touch, nsq_tail-style consumption on an
-ephemeral channel, and the HTTP API. The broker address comes from INTEROP_NSQ_TCP / INTEROP_NSQ_HTTP."""
+ephemeral channel, deflate and snappy (when python-snappy is installed), and the HTTP API. The broker address comes from INTEROP_NSQ_TCP / INTEROP_NSQ_HTTP."""
 
 import asyncio
 import json
@@ -320,3 +320,44 @@ def test_tail_on_an_ephemeral_channel():
         when(gone, lambda: done.set_result(True))
 
     run(wait_gone)
+
+
+def compressed_round_trip(**compression):
+    topic = unique("zip")
+    bodies = [(b"%02d" % i) * 5000 for i in range(10)]
+    received = []
+
+    def scenario(done):
+        def handler(message):
+            received.append(message.body)
+            if len(received) == len(bodies) and not done.done():
+                done.set_result(True)
+            return True
+
+        reader = nsq.Reader(
+            message_handler=handler,
+            nsqd_tcp_addresses=[TCP],
+            topic=topic,
+            channel="z",
+            max_in_flight=10,
+            **compression,
+        )
+
+        def subscribed():
+            return (channel_stats(topic, "z") or {}).get("client_count") == 1
+
+        writer = nsq.Writer([TCP], **compression)
+        when(subscribed, lambda: publish_when_connected(writer, topic, bodies, lambda: None))
+        return [reader, writer]
+
+    run(scenario)
+    assert sorted(received) == sorted(bodies)
+
+
+def test_deflate():
+    compressed_round_trip(deflate=True, deflate_level=3)
+
+
+def test_snappy():
+    pytest.importorskip("snappy")
+    compressed_round_trip(snappy=True)

@@ -86,6 +86,9 @@ pub enum NsqError {
     /// IDENTIFY with an out-of-range setting, e.g. `heartbeat interval (5) is invalid`.
     #[error("E_BAD_BODY IDENTIFY {0}")]
     IdentifyValue(String),
+    /// IDENTIFY asked for both deflate and snappy.
+    #[error("E_IDENTIFY_FAILED cannot enable both deflate and snappy compression")]
+    CompressionConflict,
     /// The core refused a publish.
     #[error("E_{verb}_FAILED {verb} failed {reason}")]
     PublishFailed {

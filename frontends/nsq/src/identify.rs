@@ -4,9 +4,9 @@
 //! nsqd allows it), anything else must be within the configured range, otherwise
 //! `E_BAD_BODY IDENTIFY <setting> (<value>) is invalid`.
 //!
-//! polymq answers feature negotiation truthfully: TLS, snappy and deflate are not offered, so
-//! `tls_v1`, `snappy` and `deflate` are `false` whatever the client asked, and no stream
-//! upgrade follows the JSON.
+//! Feature negotiation offers what nsqd offers by default except TLS: snappy and deflate
+//! (levels 1..=6, default 6) are granted when asked for, `tls_v1` is always `false`. Asking
+//! for both compressions is nsqd's fatal `E_IDENTIFY_FAILED`.
 //!
 //! # Invariants
 //! - A rejected IDENTIFY leaves the client's settings unchanged.
@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::Config;
 use crate::error::NsqError;
 use crate::node::NSQD_VERSION;
+use crate::transport::Compression;
 
 /// nsqd's default output buffer size, bytes.
 pub const DEFAULT_OUTPUT_BUFFER_SIZE: i64 = 16 * 1024;
@@ -26,8 +27,8 @@ pub const DEFAULT_OUTPUT_BUFFER_SIZE: i64 = 16 * 1024;
 pub const DEFAULT_OUTPUT_BUFFER_TIMEOUT: Duration = Duration::from_millis(250);
 /// nsqd's smallest output buffer timeout, ms.
 const MIN_OUTPUT_BUFFER_TIMEOUT_MS: i64 = 25;
-/// nsqd's default and maximum deflate level.
-const DEFLATE_LEVEL: i64 = 6;
+/// nsqd's default deflate level, and its default `--max-deflate-level`.
+pub const DEFLATE_LEVEL: u32 = 6;
 
 /// The IDENTIFY body. Unknown keys are ignored and `null` keeps the default, as with Go's
 /// `encoding/json`.
@@ -77,6 +78,30 @@ impl IdentifyData {
             }
             Ok(_) | Err(_) => Err(NsqError::IdentifyJson),
         }
+    }
+
+    /// The compression granted (with feature negotiation), by nsqd's rules: deflate at the
+    /// requested level when it is positive, capped at [`DEFLATE_LEVEL`].
+    pub fn compression(&self) -> Result<Option<Compression>, NsqError> {
+        let deflate = self.deflate.unwrap_or(false);
+        let snappy = self.snappy.unwrap_or(false);
+        match (deflate, snappy) {
+            (true, true) => Err(NsqError::CompressionConflict),
+            (true, false) => Ok(Some(Compression::Deflate(self.deflate_level()))),
+            (false, true) => Ok(Some(Compression::Snappy)),
+            (false, false) => Ok(None),
+        }
+    }
+
+    /// The deflate level nsqd reports and uses.
+    fn deflate_level(&self) -> u32 {
+        let asked = self.deflate_level.unwrap_or(0);
+        let level = if self.deflate.unwrap_or(false) && asked > 0 {
+            u32::try_from(asked).unwrap_or(u32::MAX)
+        } else {
+            DEFLATE_LEVEL
+        };
+        level.min(DEFLATE_LEVEL)
     }
 }
 
@@ -164,8 +189,8 @@ pub struct Negotiated {
     msg_timeout: u128,
     tls_v1: bool,
     deflate: bool,
-    deflate_level: i64,
-    max_deflate_level: i64,
+    deflate_level: u32,
+    max_deflate_level: u32,
     snappy: bool,
     sample_rate: i32,
     auth_required: bool,
@@ -176,18 +201,19 @@ pub struct Negotiated {
 }
 
 impl Negotiated {
-    /// The reply for a client with `settings`.
-    pub fn new(settings: &Settings, config: &Config) -> Self {
+    /// The reply for a client with `settings` that asked for `data`.
+    pub fn new(settings: &Settings, config: &Config, data: &IdentifyData) -> Self {
+        let compression = data.compression().ok().flatten();
         Self {
             max_rdy_count: config.max_rdy_count,
             version: NSQD_VERSION,
             max_msg_timeout: config.max_msg_timeout_ms,
             msg_timeout: settings.msg_timeout.as_millis(),
             tls_v1: false,
-            deflate: false,
-            deflate_level: DEFLATE_LEVEL,
+            deflate: matches!(compression, Some(Compression::Deflate(_))),
+            deflate_level: data.deflate_level(),
             max_deflate_level: DEFLATE_LEVEL,
-            snappy: false,
+            snappy: compression == Some(Compression::Snappy),
             sample_rate: settings.sample_rate,
             auth_required: config.auth_enabled(),
             output_buffer_size: settings.output_buffer_size,
@@ -288,9 +314,48 @@ mod tests {
     }
 
     #[test]
+    fn compression_follows_nsqd() {
+        let granted = |json: &str| IdentifyData::parse(json.as_bytes()).unwrap().compression();
+        assert_eq!(granted("{}").unwrap(), None);
+        assert_eq!(
+            granted(r#"{"snappy":true}"#).unwrap(),
+            Some(Compression::Snappy)
+        );
+        assert_eq!(
+            granted(r#"{"deflate":true}"#).unwrap(),
+            Some(Compression::Deflate(6))
+        );
+        assert_eq!(
+            granted(r#"{"deflate":true,"deflate_level":1}"#).unwrap(),
+            Some(Compression::Deflate(1))
+        );
+        assert_eq!(
+            granted(r#"{"deflate":true,"deflate_level":9}"#).unwrap(),
+            Some(Compression::Deflate(6))
+        );
+        assert_eq!(
+            granted(r#"{"deflate":true,"snappy":true}"#)
+                .unwrap_err()
+                .to_string(),
+            "E_IDENTIFY_FAILED cannot enable both deflate and snappy compression"
+        );
+        let data = IdentifyData::parse(br#"{"deflate":true,"deflate_level":3}"#).unwrap();
+        let config = Config::default();
+        let json = Negotiated::new(&Settings::defaults(&config), &config, &data).to_json();
+        let text = String::from_utf8(json).unwrap();
+        assert!(
+            text.contains(
+                r#""deflate":true,"deflate_level":3,"max_deflate_level":6,"snappy":false"#
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn negotiation_reply_is_truthful() {
         let config = Config::default();
-        let json = Negotiated::new(&Settings::defaults(&config), &config).to_json();
+        let data = IdentifyData::default();
+        let json = Negotiated::new(&Settings::defaults(&config), &config, &data).to_json();
         let text = String::from_utf8(json).unwrap();
         assert!(text.starts_with(r#"{"max_rdy_count":2500,"version":"1.3.0","max_msg_timeout":900000,"msg_timeout":60000,"tls_v1":false,"deflate":false"#), "{text}");
         assert!(text.contains(r#""snappy":false"#));

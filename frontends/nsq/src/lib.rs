@@ -13,6 +13,7 @@
 //! - [`error`]: session errors with nsqd's texts and fatality.
 //! - [`http`] and [`stats`]: the HTTP API.
 //! - [`lookupd`]: registration with nsqlookupd.
+//! - [`transport`]: the connection's byte stream, plain or snappy/deflate compressed.
 //! - [`node`]: state shared by the TCP listener, the HTTP API and the lookupd link.
 //! - [`config`]: the `[nsq]` section of config.toml.
 //!
@@ -25,7 +26,7 @@
 //! - A publish is answered `OK` only after the core accepted the message (every matched
 //!   channel or topic buffer took it under the store's durability).
 //! - Every error a client sees is nsqd's text, with nsqd's fatality.
-//! - Supported features are advertised truthfully: no TLS, snappy or deflate yet.
+//! - Supported features are advertised truthfully: snappy and deflate, no TLS.
 
 pub mod config;
 pub mod error;
@@ -37,6 +38,7 @@ pub mod mapping;
 pub mod node;
 pub mod session;
 pub mod stats;
+pub mod transport;
 
 use std::sync::Arc;
 

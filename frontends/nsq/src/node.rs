@@ -58,6 +58,10 @@ pub struct ClientMeta {
     pub sample_rate: i32,
     /// AUTH succeeded.
     pub authed: bool,
+    /// The stream is deflate-compressed.
+    pub deflate: bool,
+    /// The stream is snappy-compressed.
+    pub snappy: bool,
     /// `(topic, channel)` after SUB.
     pub subscription: Option<(String, String)>,
     /// Messages published per topic.

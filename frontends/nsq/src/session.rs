@@ -49,6 +49,7 @@ use crate::frame::{
 use crate::identify::{IdentifyData, Negotiated, Settings};
 use crate::mapping;
 use crate::node::{ClientInfo, ClientState, Node};
+use crate::transport::{Compression, Transport};
 
 /// Most message frames written per flush.
 const WRITE_BATCH: usize = 256;
@@ -98,7 +99,7 @@ struct Subscription {
 
 /// Connection state after the magic.
 struct Session<S> {
-    framed: Framed<S, Codec>,
+    framed: Framed<Transport<S>, Codec>,
     node: Arc<Node>,
     conn: ConnId,
     client: Arc<ClientInfo>,
@@ -126,7 +127,7 @@ where
             auth_missing: node.config.auth_enabled(),
         });
         Self {
-            framed: Framed::new(stream, codec),
+            framed: Framed::new(Transport::new(stream), codec),
             heartbeat: settings.heartbeat.map(ticker),
             node,
             conn,
@@ -197,7 +198,7 @@ where
 
     async fn execute(&mut self, command: Command) -> Result<Option<Bytes>, NsqError> {
         match command {
-            Command::Identify(body) => self.identify(&body),
+            Command::Identify(body) => self.identify(&body).await,
             Command::Auth(secret) => self.auth(&secret),
             Command::Sub(params) => self.subscribe(&params),
             Command::Pub { topic, body } => self.publish(Verb::Pub, &topic, vec![body], None).await,
@@ -220,7 +221,7 @@ where
         }
     }
 
-    fn identify(&mut self, body: &[u8]) -> Result<Option<Bytes>, NsqError> {
+    async fn identify(&mut self, body: &[u8]) -> Result<Option<Bytes>, NsqError> {
         let data = IdentifyData::parse(body)?;
         let settings = self.settings.apply(&data, &self.node.config)?;
         {
@@ -239,9 +240,26 @@ where
         if !data.feature_negotiation.unwrap_or(false) {
             return Ok(Some(Bytes::from_static(OK)));
         }
-        Ok(Some(Bytes::from(
-            Negotiated::new(&self.settings, &self.node.config).to_json(),
-        )))
+        let compression = data.compression()?;
+        let reply = Negotiated::new(&self.settings, &self.node.config, &data).to_json();
+        self.send_frame(Frame::Response(Bytes::from(reply))).await?;
+        if let Some(compression) = compression {
+            self.compress(compression).await?;
+        }
+        Ok(None)
+    }
+
+    /// Switches the connection to `compression` right after the negotiation JSON, then
+    /// confirms with `OK` over the compressed stream, as nsqd does.
+    async fn compress(&mut self, compression: Compression) -> Result<(), NsqError> {
+        let read_ahead = self.framed.read_buffer_mut().split();
+        self.framed.get_mut().upgrade(compression, read_ahead);
+        {
+            let mut meta = self.client.meta.lock();
+            meta.snappy = compression == Compression::Snappy;
+            meta.deflate = matches!(compression, Compression::Deflate(_));
+        }
+        self.send_frame(Frame::response(OK)).await
     }
 
     fn auth(&mut self, secret: &[u8]) -> Result<Option<Bytes>, NsqError> {

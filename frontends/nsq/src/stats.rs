@@ -160,8 +160,8 @@ fn client_json(client: &ClientInfo, topic_filter: &str) -> Value {
     );
     out.insert("connect_ts".into(), json!(client.connect_ts));
     out.insert("sample_rate".into(), json!(meta.sample_rate));
-    out.insert("deflate".into(), json!(false));
-    out.insert("snappy".into(), json!(false));
+    out.insert("deflate".into(), json!(meta.deflate));
+    out.insert("snappy".into(), json!(meta.snappy));
     out.insert("user_agent".into(), json!(meta.user_agent));
     if meta.authed {
         out.insert("authed".into(), json!(true));
