@@ -456,6 +456,33 @@ async fn ping_ttl_closes_a_silent_peer() {
 }
 
 #[tokio::test]
+async fn a_message_still_arriving_keeps_a_ping_ttl_alive() {
+    timeout(STEP, async {
+        let server = server("").await;
+        let mut sub = Raw::null(server.zmtp, 1, "SUB", &[], "XPUB").await;
+        sub.send(&command("SUBSCRIBE", b"slow")).await;
+        sub.sync().await;
+        let mut publisher = Raw::null(server.zmtp, 1, "PUB", &[], "XSUB").await;
+        publisher.read_command().await;
+        // TTL 2 = 200 ms, then a message trickling in over 600 ms: every octet is traffic,
+        // as libzmq counts it, so the connection stays up.
+        publisher.send(&command("PING", b"\x00\x02")).await;
+        assert_eq!(publisher.read_command().await, b"\x04PONG");
+        let body = [b'x'; 1200];
+        let wire = message(&[b"slow", &body]);
+        for chunk in wire.chunks(100) {
+            publisher.send(chunk).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let parts = sub.read_message().await;
+        assert_eq!((parts[0].as_slice(), parts[1].len()), (&b"slow"[..], 1200));
+        publisher.sync().await;
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
 async fn broker_pings_3_1_peers_and_closes_when_they_go_silent() {
     timeout(STEP, async {
         let config =

@@ -161,6 +161,11 @@ impl ZmtpCodec {
         }
     }
 
+    /// Parts of the message in progress received so far.
+    pub fn parts_received(&self) -> usize {
+        self.parts.len()
+    }
+
     fn decode_greeting(src: &mut BytesMut) -> Result<Option<Greeting>, FrameError> {
         check_prefix(src)?;
         let Some(raw) = src.get(..GREETING_LEN) else {

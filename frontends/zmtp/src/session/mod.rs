@@ -134,11 +134,13 @@ enum SocketIo {
     Read(Option<Result<Inbound, FrameError>>),
     /// Buffered output was written, in full or in part.
     Wrote(Result<(), FrameError>),
+    /// Part of an inbound item arrived (a large message still in transit).
+    Arrived,
 }
 
 /// Writes buffered output and (when `read` is set) reads the next item, concurrently: one
 /// future, so the framed stream is borrowed once. Resolves on the first inbound item, on any
-/// write progress, or on an error.
+/// read or write progress, or on an error.
 fn socket_io<S>(
     framed: &mut Framed<S, ZmtpCodec>,
     read: bool,
@@ -158,12 +160,22 @@ where
             }
         }
         if read {
+            let before = read_progress(framed);
             if let Poll::Ready(item) = Pin::new(&mut *framed).poll_next(cx) {
                 return Poll::Ready(SocketIo::Read(item));
+            }
+            if read_progress(framed) != before {
+                return Poll::Ready(SocketIo::Arrived);
             }
         }
         Poll::Pending
     })
+}
+
+/// How far the current inbound item has got: octets buffered and parts decoded. Any change
+/// means the peer sent something.
+fn read_progress<S>(framed: &Framed<S, ZmtpCodec>) -> (usize, usize) {
+    (framed.read_buffer().len(), framed.codec().parts_received())
 }
 
 /// Role-specific state.
@@ -295,6 +307,8 @@ where
                     SocketIo::Read(Some(item)) => self.on_inbound(item?)?,
                     SocketIo::Read(None) => return Err(SessionError::Closed),
                     SocketIo::Wrote(result) => result?,
+                    // libzmq counts every octet read as proof of life, not only whole items.
+                    SocketIo::Arrived => self.heartbeat.traffic(),
                 },
                 Some(delivery) = self.outbox.recv(), if !backed_up => self.on_deliveries(delivery),
                 () = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
