@@ -855,6 +855,12 @@ async fn rdy_defaults_and_empty_lines() {
         consumer.send(&cmd("FIN", &first.id, "")).await;
         consumer.expect_quiet().await;
         assert_eq!((channel.stats().in_flight, channel.stats().depth), (0, 1));
+        // The maximum is accepted.
+        let mut max = Raw::connect(server.nsq_tcp).await;
+        max.subscribe("rdy_max", "c").await;
+        max.send(b"RDY 2500
+").await;
+        max.expect_quiet().await;
         // An empty line is an invalid (empty) command.
         consumer.send(b"\n").await;
         consumer.expect_fatal("E_INVALID invalid command ").await;

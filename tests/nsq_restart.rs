@@ -83,3 +83,57 @@ async fn queued_channel_messages_survive_restart() {
     .await
     .expect("test timed out");
 }
+
+/// POSTs an nsqd admin endpoint and expects 200.
+async fn admin(server: &TestServer, path: &str) {
+    let url = format!("http://{}{path}", server.nsq_http);
+    let resp = timeout(STEP, reqwest::Client::new().post(url).send())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(resp.status(), reqwest::StatusCode::OK, "{path}");
+}
+
+#[tokio::test]
+async fn paused_channels_hold_messages_across_a_restart() {
+    timeout(Duration::from_secs(60), async {
+        let dir = tempfile::tempdir().unwrap();
+        let server = TestServer::start_disk(dir.path(), "").await;
+        let mut c = connect(&server).await;
+        c.write_all(b"SUB held c\nRDY 5\n").await.unwrap();
+        assert_eq!(frame(&mut c).await, (0, b"OK".to_vec()));
+        admin(&server, "/channel/pause?topic=held&channel=c").await;
+        admin(&server, "/topic/create?topic=frozen").await;
+        admin(&server, "/topic/pause?topic=frozen").await;
+        let mut p = connect(&server).await;
+        publish(&mut p, "held", b"waits").await;
+        let channel = server
+            .router()
+            .get_topic("held")
+            .unwrap()
+            .get_channel("c")
+            .unwrap();
+        let stats = channel.stats();
+        assert_eq!(
+            (stats.depth, stats.in_flight),
+            (1, 0),
+            "paused: not delivered"
+        );
+        drop((c, p));
+        server.stop().await;
+
+        let server = TestServer::start_disk(dir.path(), "").await;
+        let topic = server.router().get_topic("held").unwrap();
+        assert!(topic.get_channel("c").unwrap().stats().paused);
+        assert!(server.router().get_topic("frozen").unwrap().stats().paused);
+        let mut c = connect(&server).await;
+        c.write_all(b"SUB held c\nRDY 5\n").await.unwrap();
+        assert_eq!(frame(&mut c).await, (0, b"OK".to_vec()));
+        admin(&server, "/channel/unpause?topic=held&channel=c").await;
+        let (kind, data) = frame(&mut c).await;
+        assert_eq!((kind, &data[26..]), (2, b"waits".as_slice()));
+        server.stop().await;
+    })
+    .await
+    .expect("test timed out");
+}

@@ -269,6 +269,41 @@ mod tests {
     }
 
     #[test]
+    fn range_bounds_are_accepted() {
+        let s = apply(
+            r#"{"heartbeat_interval":60000,"output_buffer_size":65536,"output_buffer_timeout":30000,"sample_rate":99,"msg_timeout":900000}"#,
+        )
+        .unwrap();
+        assert_eq!(s.heartbeat, Some(Duration::from_secs(60)));
+        assert_eq!(s.output_buffer_size, 65536);
+        assert_eq!(s.output_buffer_timeout, Duration::from_secs(30));
+        assert_eq!(s.sample_rate, 99);
+        assert_eq!(s.msg_timeout, Duration::from_secs(900));
+        let s = apply(
+            r#"{"heartbeat_interval":1000,"output_buffer_size":64,"output_buffer_timeout":25,"msg_timeout":1000}"#,
+        )
+        .unwrap();
+        assert_eq!(s.heartbeat, Some(Duration::from_secs(1)));
+        assert_eq!(s.output_buffer_size, 64);
+        assert_eq!(s.output_buffer_timeout, Duration::from_millis(25));
+        assert_eq!(s.msg_timeout, Duration::from_secs(1));
+        assert_eq!(
+            apply(r#"{"output_buffer_timeout":-1}"#)
+                .unwrap()
+                .output_buffer_timeout,
+            Duration::ZERO
+        );
+        assert_eq!(
+            apply(r#"{"output_buffer_size":65537}"#).unwrap_err(),
+            "E_BAD_BODY IDENTIFY output buffer size (65537) is invalid"
+        );
+        assert_eq!(
+            apply(r#"{"msg_timeout":-1}"#).unwrap_err(),
+            "E_BAD_BODY IDENTIFY msg timeout (-1) is invalid"
+        );
+    }
+
+    #[test]
     fn range_errors_match_nsqd() {
         let cases = [
             (
