@@ -10,7 +10,13 @@
 //! - A rendered header block always parses back to the same headers, and never contains a
 //!   bare CR or LF inside a name or value (those are replaced by spaces when rendering
 //!   headers that came from other protocols).
-//! - An envelope with no headers renders no block: it goes out as `MSG`.
+//! - An envelope with no headers renders no block: it goes out as `MSG` (a block a client
+//!   published is kept byte for byte by the session when this list does not reproduce it).
+//! - Parsing wire bytes never panics: no unwrap or indexing outside tests.
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
+)]
 
 use bytes::{BufMut, Bytes, BytesMut};
 use polymq_core::{Envelope, Filter, Headers, Origin, Subject, SubjectError};

@@ -37,18 +37,7 @@ pub fn put_msg_head(
     dst.put_u8(b' ');
     dst.put_slice(sid);
     dst.put_u8(b' ');
-    if let Some(reply) = reply_to {
-        dst.put_slice(reply);
-        dst.put_u8(b' ');
-    }
-    if let Some(hdr) = headers {
-        put_decimal(dst, hdr);
-        dst.put_u8(b' ');
-        put_decimal(dst, hdr + payload);
-    } else {
-        put_decimal(dst, payload);
-    }
-    dst.put_slice(b"\r\n");
+    put_reply_and_sizes(dst, reply_to, headers, payload);
 }
 
 /// Appends `-ERR '<text>'\r\n`.
@@ -188,6 +177,16 @@ fn put_pub_head(
     dst.put_slice(op);
     dst.put_slice(subject);
     dst.put_u8(b' ');
+    put_reply_and_sizes(dst, reply_to.map(|r| &r[..]), headers, payload);
+}
+
+/// The end of a message control line: `[reply ]<size>\r\n` or `[reply ]<hdr> <total>\r\n`.
+fn put_reply_and_sizes(
+    dst: &mut BytesMut,
+    reply_to: Option<&[u8]>,
+    headers: Option<usize>,
+    payload: usize,
+) {
     if let Some(reply) = reply_to {
         dst.put_slice(reply);
         dst.put_u8(b' ');
