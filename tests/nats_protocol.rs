@@ -195,7 +195,7 @@ async fn info_is_sent_on_connect_with_nats_server_fields() {
 }
 
 #[tokio::test]
-async fn connect_defaults_to_verbose_and_acks_every_op() {
+async fn connect_defaults_to_verbose_pedantic_and_echo() {
     timeout(STEP, async {
         let server = TestServer::start("").await;
         let mut c = Raw::open(server.nats).await;
@@ -206,6 +206,13 @@ async fn connect_defaults_to_verbose_and_acks_every_op() {
             .await;
         c.expect_bytes(b"+OK\r\n+OK\r\nMSG foo 1 2\r\nhi\r\n+OK\r\n+OK\r\nPONG\r\n")
             .await;
+        // Pedantic by default too: a wildcard or empty-token publish subject is reported (and
+        // still acknowledged), the connection kept.
+        c.send(b"PUB foo.* 2\r\nhi\r\nPUB a..b 0\r\n\r\nPING\r\n").await;
+        c.expect_bytes(
+            b"-ERR 'Invalid Publish Subject'\r\n+OK\r\n-ERR 'Invalid Publish Subject'\r\n+OK\r\nPONG\r\n",
+        )
+        .await;
     })
     .await
     .unwrap();
@@ -795,6 +802,8 @@ async fn monitoring_endpoints_report_nats_fields() {
         assert_eq!(varz["out_bytes"], 5);
         assert_eq!(varz["subscriptions"], 2);
         assert_eq!(varz["max_payload"], 1_048_576);
+        assert_eq!(varz["http_port"], server.admin.port());
+        assert_eq!(varz["http_host"], server.admin.ip().to_string());
         assert!(varz["uptime"].as_str().unwrap().ends_with('s'));
         assert_eq!(varz["server_id"], a.info["server_id"]);
 

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::extract::{Query, State};
-use axum::http::StatusCode;
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Json;
@@ -104,8 +104,9 @@ struct SlowConsumerStats {
     leafs: u64,
 }
 
-async fn varz(State(monitor): State<Monitor>) -> Json<Varz> {
+async fn varz(State(monitor): State<Monitor>, headers: HeaderMap) -> Json<Varz> {
     monitor.count_request("/varz");
+    let (http_host, http_port) = monitor_address(&headers);
     let settings = monitor.settings();
     let (conns, [in_msgs, in_bytes, out_msgs, out_bytes]) = monitor.snapshot();
     let now = SystemTime::now();
@@ -123,8 +124,8 @@ async fn varz(State(monitor): State<Monitor>) -> Json<Varz> {
         max_connections: settings.max_connections,
         ping_interval: settings.ping_interval.as_nanos(),
         ping_max: settings.max_pings_out,
-        http_host: String::new(),
-        http_port: 0,
+        http_host,
+        http_port,
         http_base_path: String::new(),
         https_port: 0,
         auth_timeout: settings.auth_timeout.as_secs_f64(),
@@ -175,6 +176,22 @@ async fn varz(State(monitor): State<Monitor>) -> Json<Varz> {
             leafs: 0,
         },
     })
+}
+
+/// The monitoring listener's host and port (varz `http_host`, `http_port`), as the request's
+/// `Host` header names them: the admin listener is configured outside this crate.
+fn monitor_address(headers: &HeaderMap) -> (String, u16) {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or_default();
+    match host.rsplit_once(':') {
+        Some((name, port)) if !name.is_empty() && !port.contains(']') => {
+            let name = name.trim_start_matches('[').trim_end_matches(']');
+            (name.to_owned(), port.parse().unwrap_or(0))
+        }
+        _ => (host.to_owned(), 0),
+    }
 }
 
 /// Resident set size from `/proc/self/statm` (0 where unavailable).
@@ -520,6 +537,20 @@ async fn subsz(State(monitor): State<Monitor>, Query(params): Params) -> Respons
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn monitor_address_comes_from_the_host_header() {
+        let with = |host: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(header::HOST, host.parse().unwrap());
+            monitor_address(&headers)
+        };
+        assert_eq!(with("127.0.0.1:8222"), ("127.0.0.1".into(), 8222));
+        assert_eq!(with("[::1]:8222"), ("::1".into(), 8222));
+        assert_eq!(with("[::1]"), ("[::1]".into(), 0));
+        assert_eq!(with("example"), ("example".into(), 0));
+        assert_eq!(monitor_address(&HeaderMap::new()), (String::new(), 0));
+    }
 
     #[test]
     fn subs_parameter_follows_nats_server() {
