@@ -1,6 +1,7 @@
 //! Real libzmq peers (the `zmq` crate over Debian's libzmq) against the broker: every socket
-//! pattern, multipart and 1 MiB messages, PLAIN success and failure, heartbeats, an extra
-//! listener's own defaults and topic syntax, and a libzmq REQ answered by a NATS responder.
+//! pattern, multipart and 1 MiB messages, PLAIN success and failure, heartbeats, a refused
+//! socket type, an extra listener's own defaults and topic syntax, and a libzmq REQ answered
+//! by a NATS responder.
 //!
 //! The `zmq` API blocks, so each peer runs on a blocking thread with receive and send timeouts,
 //! and the whole test is bounded by `tokio::time::timeout`.
@@ -473,6 +474,27 @@ async fn libzmq_heartbeats_are_answered() {
                 parts(&[b"beat.x", b"alive"])
             );
             drop(monitor);
+        })
+        .await;
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsupported_socket_types_are_disconnected() {
+    timeout(STEP, async {
+        let server = TestServer::start("").await;
+        let addr = server.zmtp;
+        blocking(move || {
+            let ctx = zmq::Context::new();
+            let pair = ctx.socket(zmq::PAIR).unwrap();
+            pair.set_linger(0).unwrap();
+            let monitor = Monitor::attach(&ctx, &pair, "pair");
+            pair.connect(&format!("tcp://{addr}")).unwrap();
+            // The broker's ERROR carries no ZAP status, so libzmq reports only the close.
+            let event = monitor.next(IO_TIMEOUT_MS).map(|(event, _)| event);
+            assert_eq!(event, Some(zmq::SocketEvent::DISCONNECTED));
         })
         .await;
     })

@@ -127,6 +127,36 @@ def test_overlapping_prefixes_deliver_once(ctx):
     assert not sub.poll(100)
 
 
+def test_xsub_subscribes_with_messages(ctx):
+    topic = unique("alerts")
+    xsub = connect(ctx, zmq.XSUB)
+    xsub.send(b"\x01" + topic.encode())
+    push = connect(ctx, zmq.PUSH)
+    probe_until_received(lambda: push.send_multipart([f"{topic}.probe".encode(), b"p"]), xsub)
+    # Anything else an XSUB sends is discarded, as a libzmq XPUB discards it. The broker
+    # handles one connection's frames in order, so once the marker subscription works the
+    # message before it was routed (and would have reached this XSUB first).
+    xsub.send_multipart([f"{topic}.up".encode(), b"not published"])
+    marker = unique("marker")
+    xsub.send(b"\x01" + marker.encode())
+    seen = []
+    for _ in range(500):
+        push.send_multipart([marker.encode(), b"m"])
+        if xsub.poll(10):
+            break
+    while xsub.poll(50):
+        seen.append(xsub.recv_multipart()[0])
+    assert seen and set(seen) == {marker.encode()}, seen
+    # Cancel, then prove it was applied the same way, with a second marker.
+    xsub.send(b"\x00" + topic.encode())
+    second = unique("marker")
+    xsub.send(b"\x01" + second.encode())
+    probe_until_received(lambda: push.send_multipart([second.encode(), b"m"]), xsub)
+    push.send_multipart([f"{topic}.fire".encode(), b"gone"])
+    push.send_multipart([second.encode(), b"last"])
+    assert xsub.recv_multipart() == [second.encode(), b"last"]
+
+
 def test_push_pull_group_with_metadata(ctx):
     subject = unique("jobs")
     group = unique("crew")

@@ -1,16 +1,16 @@
 //! One ZMTP connection: the handshake, then a `select!` loop over the socket, the outbox, the
 //! timers and shutdown.
 //!
-//! - [`handshake`]: greetings, NULL/PLAIN, the peer's metadata and role.
+//! - `handshake`: greetings, NULL/PLAIN, the peer's metadata and role.
 //! - `messages`: what the peer's messages mean for its role, and deliveries to it.
-//! - [`subscriptions`]: core subscriptions, and a SUB peer's refcounted prefixes.
-//! - [`requests`]: requests waiting for replies, requests handed to responders.
-//! - [`heartbeat`]: PING/PONG timers.
+//! - `subscriptions`: core subscriptions, and a SUB peer's refcounted prefixes.
+//! - `requests`: requests waiting for replies, requests handed to responders.
+//! - `heartbeat`: PING/PONG timers.
 //!
 //! # Invariants
 //! - A PULL/REP/ROUTER/REQ/DEALER peer's core subscription exists before the broker's READY
 //!   is sent: a peer whose handshake succeeded is already reachable.
-//! - Every core subscription is a [`subscriptions::CoreSubscription`], whose `Drop`
+//! - Every core subscription is a `subscriptions::CoreSubscription`, whose `Drop`
 //!   unsubscribes it: a session that ends for any reason leaves nothing in the router.
 //! - Deliveries wait only in the bounded outbox (`sndhwm`); a full outbox drops and counts.
 //!   Replies the session makes itself (PONG, error replies) go straight to the write buffer;
