@@ -858,8 +858,11 @@ async fn rdy_defaults_and_empty_lines() {
         // The maximum is accepted.
         let mut max = Raw::connect(server.nsq_tcp).await;
         max.subscribe("rdy_max", "c").await;
-        max.send(b"RDY 2500
-").await;
+        max.send(
+            b"RDY 2500
+",
+        )
+        .await;
         max.expect_quiet().await;
         // An empty line is an invalid (empty) command.
         consumer.send(b"\n").await;
@@ -1033,6 +1036,63 @@ async fn snappy_and_deflate_wrap_the_stream_after_the_json() {
         let mut c = Raw::connect(server.nsq_tcp).await;
         c.send(&identify(r#"{"snappy":true,"deflate":true}"#)).await;
         c.expect_ok().await;
+        c.expect_quiet().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn unfinished_messages_time_out_and_return() {
+    run(async {
+        let server = TestServer::start("").await;
+        let mut c = Raw::connect(server.nsq_tcp).await;
+        c.send(&identify(r#"{"msg_timeout":1000}"#)).await;
+        c.expect_ok().await;
+        c.subscribe("slow", "c").await;
+        c.send(b"RDY 1\n").await;
+        c.publish("slow", b"late").await;
+        let first = c.message().await;
+        // Not finished within msg_timeout: requeued and sent again, attempts counted.
+        let again = c.message().await;
+        assert_eq!((again.id, again.attempts), (first.id, 2));
+        assert_eq!(channel_of(&server, "slow", "c").stats().timeout_count, 1);
+        c.send(&cmd("FIN", &first.id, "")).await;
+        c.expect_quiet().await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn sample_rate_skips_messages() {
+    run(async {
+        let server = TestServer::start("").await;
+        let mut c = Raw::connect(server.nsq_tcp).await;
+        c.send(&identify(r#"{"sample_rate":1}"#)).await;
+        c.expect_ok().await;
+        c.subscribe("sampled", "c").await;
+        c.send(b"RDY 2500\n").await;
+        let bodies: Vec<Vec<u8>> = (0..200).map(|i| format!("{i}").into_bytes()).collect();
+        let refs: Vec<&[u8]> = bodies.iter().map(Vec::as_slice).collect();
+        let mut producer = Raw::connect(server.nsq_tcp).await;
+        producer.send(&mpub("sampled", &refs)).await;
+        producer.expect_ok().await;
+        let channel = channel_of(&server, "sampled", "c");
+        timeout(STEP, async {
+            while channel.stats().depth > 0 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .expect("channel not drained");
+        // Each message is kept with probability 2/100; skipped ones are not in flight.
+        let mut sent = 0;
+        while let Ok(size) = timeout(Duration::from_millis(500), c.stream.read_u32()).await {
+            let mut frame = vec![0; size.unwrap() as usize];
+            c.stream.read_exact(&mut frame).await.unwrap();
+            sent += usize::from(frame[..4] == MESSAGE.to_be_bytes());
+        }
+        assert!(sent < 50, "{sent} of 200 sent at sample_rate 1");
+        assert_eq!(channel.stats().in_flight, sent);
         c.expect_quiet().await;
     })
     .await;
