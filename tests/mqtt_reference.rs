@@ -84,6 +84,16 @@ fn publish(header: u8, topic: &[u8], v5: bool) -> Vec<u8> {
     pkt(header, &body)
 }
 
+/// 5.0 QoS 1 PUBLISH (packet id 1) with the property block `props` and payload `x`.
+fn publish_with(header: u8, topic: &[u8], props: &[u8]) -> Vec<u8> {
+    let mut body = string(topic);
+    body.extend_from_slice(&[0, 1]);
+    vbi(props.len(), &mut body);
+    body.extend_from_slice(props);
+    body.push(b'x');
+    pkt(header, &body)
+}
+
 fn cat(parts: &[&[u8]]) -> Vec<u8> {
     parts.concat()
 }
@@ -401,8 +411,33 @@ async fn broken_packets_after_connect_close_as_mosquitto_does() {
                 Some(0x81),
             ),
             ("packet type 0", vec![0, 0], Some(0x82)),
+            (
+                "property not allowed in PUBLISH",
+                publish_with(0x32, b"a", &[0x11, 0, 0, 0, 0]),
+                Some(0x81),
+            ),
             // mosquitto closes these without a DISCONNECT.
             ("second CONNECT", connect_v5("again"), None),
+            (
+                "duplicate property",
+                publish_with(0x32, b"a", &[0x02, 0, 0, 0, 1, 0x02, 0, 0, 0, 1]),
+                None,
+            ),
+            (
+                "two subscription identifiers",
+                pkt(
+                    0x82,
+                    &cat(&[&[0, 1, 4, 0x0b, 1, 0x0b, 2], &string(b"a"), &[1]]),
+                ),
+                None,
+            ),
+            ("PUBREL flags", vec![0x60, 2, 0, 7], None),
+            ("DISCONNECT flags", vec![0xe1, 0], None),
+            (
+                "remaining length 5 bytes",
+                vec![0x30, 0xff, 0xff, 0xff, 0xff, 0x7f],
+                None,
+            ),
             ("AUTH", vec![0xf0, 0], None),
             ("bad DISCONNECT reason", vec![0xe0, 1, 3], None),
         ];
@@ -417,6 +452,7 @@ async fn broken_packets_after_connect_close_as_mosquitto_does() {
         // 3.1.1 gets no DISCONNECT, just the close.
         for (i, (what, packet, _)) in cases.iter().enumerate() {
             if matches!(*what, "AUTH" | "bad DISCONNECT reason")
+                || what.contains("propert")
                 || what.contains("alias")
                 || what.contains("identifier")
                 || what.contains("share")
@@ -437,6 +473,10 @@ async fn broken_packets_after_connect_close_as_mosquitto_does() {
 /// SUBSCRIBE.
 fn v3_form(packet: &[u8]) -> Vec<u8> {
     let header = packet[0];
+    if packet[1] & 0x80 != 0 {
+        // A Remaining Length of more than one byte: sent as it is.
+        return packet.to_vec();
+    }
     let body = &packet[2..];
     match header >> 4 {
         3 => {

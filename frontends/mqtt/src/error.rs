@@ -55,7 +55,7 @@ impl SessionError {
     /// The MQTT 5 reason code for this end of the session, if the client is told one.
     pub fn reason_code(&self) -> Option<u8> {
         let code = match self {
-            Self::Frame(FrameError::Io(_))
+            Self::Frame(FrameError::Io(_) | FrameError::Unanswered(_))
             | Self::Io(_)
             | Self::ConnectTimeout
             | Self::Violation(_) => return None,
@@ -111,6 +111,7 @@ mod tests {
         for silent in [
             SessionError::ConnectTimeout,
             SessionError::Violation("second CONNECT"),
+            SessionError::Frame(FrameError::Unanswered("duplicate property")),
         ] {
             assert_eq!(silent.to_wire(ProtocolVersion::V5), None);
         }

@@ -49,6 +49,11 @@ pub enum FrameError {
     /// The packet breaks a protocol rule (5.0 reason 0x82).
     #[error("protocol error: {0}")]
     Protocol(&'static str),
+    /// The packet is broken in a way mosquitto answers by closing the connection without a
+    /// DISCONNECT (a duplicate property, wrong fixed header flags on a packet other than
+    /// SUBSCRIBE / UNSUBSCRIBE, a bad Remaining Length after CONNECT).
+    #[error("malformed packet, closed without DISCONNECT: {0}")]
+    Unanswered(&'static str),
     /// The declared packet size is above the limit (5.0 reason 0x95).
     #[error("packet too large: {size} > {max}")]
     TooLarge {
@@ -72,7 +77,9 @@ impl FrameError {
     /// The MQTT 5 reason code a server sends in DISCONNECT for this error.
     pub fn reason_code(&self) -> u8 {
         match self {
-            Self::Malformed(_) | Self::FieldTooLong(_) => reason::MALFORMED_PACKET,
+            Self::Malformed(_) | Self::FieldTooLong(_) | Self::Unanswered(_) => {
+                reason::MALFORMED_PACKET
+            }
             Self::Protocol(_) => reason::PROTOCOL_ERROR,
             Self::TooLarge { .. } => reason::PACKET_TOO_LARGE,
             Self::UnsupportedProtocolVersion(_) => reason::UNSUPPORTED_PROTOCOL_VERSION,
@@ -440,7 +447,11 @@ impl Codec {
             _ => 0,
         };
         if flags != expected_flags {
-            return Err(FrameError::Malformed("invalid fixed header flags"));
+            return Err(if matches!(packet_type, 8 | 10) {
+                FrameError::Malformed("invalid fixed header flags")
+            } else {
+                FrameError::Unanswered("invalid fixed header flags")
+            });
         }
         let packet = match packet_type {
             1 => Packet::Connect(Box::new(Connect::decode(&mut r, flags)?)),
@@ -475,7 +486,11 @@ impl Decoder for Codec {
         if self.version.is_none() && header >> 4 != 1 {
             return Err(FrameError::Protocol("first packet is not CONNECT"));
         }
-        let Some((remaining, len_bytes)) = wire::parse_varint(src.get(1..).unwrap_or_default())?
+        let parsed = wire::parse_varint(src.get(1..).unwrap_or_default());
+        let Some((remaining, len_bytes)) = parsed.map_err(|err| match self.version {
+            Some(_) => FrameError::Unanswered("invalid remaining length"),
+            None => err,
+        })?
         else {
             return Ok(None);
         };

@@ -206,7 +206,7 @@ pub struct Properties {
 /// Stores `value` in `slot`, rejecting a second occurrence (protocol error).
 fn set_once<T>(slot: &mut Option<T>, value: T) -> Result<(), FrameError> {
     if slot.is_some() {
-        return Err(FrameError::Protocol("duplicate property"));
+        return Err(FrameError::Unanswered("duplicate property"));
     }
     *slot = Some(value);
     Ok(())
@@ -249,7 +249,7 @@ impl Properties {
             match ctx.allows(property) {
                 None => return Err(FrameError::Malformed("unknown property identifier")),
                 Some(false) => {
-                    return Err(FrameError::Protocol("property not allowed in this packet"))
+                    return Err(FrameError::Malformed("property not allowed in this packet"))
                 }
                 Some(true) => {}
             }
@@ -333,7 +333,7 @@ impl Properties {
             return Err(FrameError::Malformed("subscription identifier 0"));
         }
         if ctx == PropertyContext::Subscribe && !self.subscription_identifiers.is_empty() {
-            return Err(FrameError::Protocol("duplicate property"));
+            return Err(FrameError::Unanswered("duplicate property"));
         }
         self.subscription_identifiers.push(value);
         Ok(())
@@ -562,15 +562,15 @@ mod tests {
     #[test]
     fn rejects_what_mosquitto_rejects() {
         use PropertyContext as C;
-        // Session Expiry in PUBLISH.
+        // Session Expiry in PUBLISH: 0x81.
         assert!(matches!(
             decode(&[5, 0x11, 0, 0, 0, 1], C::Publish),
-            Err(FrameError::Protocol(_))
+            Err(FrameError::Malformed(_))
         ));
-        // Duplicate Message Expiry.
+        // Duplicate Message Expiry: closed without DISCONNECT.
         assert!(matches!(
             decode(&[10, 0x02, 0, 0, 0, 1, 0x02, 0, 0, 0, 1], C::Publish),
-            Err(FrameError::Protocol(_))
+            Err(FrameError::Unanswered(_))
         ));
         // Receive Maximum 0, Maximum Packet Size 0, flag 2.
         assert!(decode(&[3, 0x21, 0, 0], C::Connect).is_err());

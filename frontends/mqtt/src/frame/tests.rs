@@ -423,10 +423,15 @@ fn oversized_packets_are_rejected_from_the_header() {
     // A CONNECT above mosquitto's 100,000-byte ceiling is refused before it is read.
     let mut big = BytesMut::from(&[0x10, 0xa1, 0x8d, 0x06][..]);
     assert!(server().decode(&mut big).is_err());
-    // A remaining length of five bytes is malformed.
+    // A remaining length of five bytes is malformed (closed without DISCONNECT after CONNECT).
     let mut five = BytesMut::from(&[0x30, 0xff, 0xff, 0xff, 0xff, 0x7f][..]);
     assert!(matches!(
         Codec::with_version(V3, usize::MAX).decode(&mut five),
+        Err(FrameError::Unanswered(_))
+    ));
+    let mut five = BytesMut::from(&[0x10, 0xff, 0xff, 0xff, 0xff, 0x7f][..]);
+    assert!(matches!(
+        server().decode(&mut five),
         Err(FrameError::Malformed(_))
     ));
 }
