@@ -513,6 +513,36 @@ mod tests {
         .await;
     }
 
+    /// Runs a decoder over `input` until it needs more or fails.
+    fn decode_until_stuck(compression: Compression, input: &[u8]) -> io::Result<usize> {
+        let mut transport = Transport::new(());
+        transport.upgrade(compression, BytesMut::from(input));
+        let codec = transport.codec.as_deref_mut().unwrap();
+        let mut plain = BytesMut::new();
+        for _ in 0..=input.len() {
+            if !codec.kind.decode(&mut codec.raw_in, &mut plain)? {
+                break;
+            }
+            // Bounded memory: one step decodes at most one block.
+            assert!(plain.len() <= SNAPPY_BLOCK.max(CHUNK));
+            plain.clear();
+        }
+        Ok(codec.raw_in.len())
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_input_never_panics(
+            input in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..2048),
+            identified in proptest::prelude::any::<bool>(),
+        ) {
+            let mut snappy = if identified { SNAPPY_IDENTIFIER.to_vec() } else { Vec::new() };
+            snappy.extend_from_slice(&input);
+            let _ = decode_until_stuck(Compression::Snappy, &snappy);
+            let _ = decode_until_stuck(Compression::Deflate(6), &input);
+        }
+    }
+
     #[tokio::test]
     async fn corrupt_snappy_is_an_error() {
         let (mut client, server) = duplex(1024);
