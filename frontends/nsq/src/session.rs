@@ -13,6 +13,10 @@
 //! Every write has nsqd's write deadline (one heartbeat interval), so a client that stops
 //! reading is disconnected rather than holding its task.
 //!
+//! An IDENTIFY that negotiates snappy or deflate switches the connection's
+//! [`Transport`] right after the negotiation JSON; bytes already read are decoded as
+//! compressed, and the `OK` that confirms the upgrade is the first compressed frame.
+//!
 //! Commands run in order, one at a time, as in nsqd's IOLoop: a publish answers `OK` only
 //! after the core accepted the message. Flow control is the channel's: RDY sets the member's
 //! credit (a level, not a counter) and the durable queue never has more than that many
