@@ -1097,3 +1097,23 @@ async fn sample_rate_skips_messages() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn channel_copies_keep_the_id_and_timestamp() {
+    run(async {
+        let server = TestServer::start("").await;
+        let mut a = Raw::connect(server.nsq_tcp).await;
+        let mut b = Raw::connect(server.nsq_tcp).await;
+        a.subscribe("copies", "a").await;
+        b.subscribe("copies", "b").await;
+        a.send(b"RDY 1\n").await;
+        b.send(b"RDY 1\n").await;
+        a.publish("copies", b"same").await;
+        let (from_a, from_b) = (a.message().await, b.message().await);
+        assert_eq!(
+            (from_a.id, from_a.timestamp, from_a.attempts),
+            (from_b.id, from_b.timestamp, from_b.attempts)
+        );
+    })
+    .await;
+}
