@@ -1187,3 +1187,36 @@ async fn peers_cannot_publish_into_the_sys_tree() {
     .await
     .unwrap();
 }
+
+#[tokio::test]
+async fn pull_members_share_a_group_with_nats() {
+    timeout(STEP, async {
+        let server = server("").await;
+        let nats = async_nats::connect(server.nats.to_string()).await.unwrap();
+        let mut member = nats
+            .queue_subscribe("jobs", "workers".into())
+            .await
+            .unwrap();
+        nats.flush().await.unwrap();
+        // DESIGN.md: a ZMQ PULL with group `workers` on `jobs` joins NATS `SUB jobs workers`.
+        let props = [("X-Subject", &b"jobs"[..]), ("X-Group", b"workers")];
+        let mut pull = Raw::null(server.zmtp, 1, "PULL", &props, "PUSH").await;
+        pull.sync().await;
+        for i in 0..10u8 {
+            nats.publish("jobs", vec![i].into()).await.unwrap();
+        }
+        nats.flush().await.unwrap();
+        let mut seen = Vec::new();
+        // Round-robin among members with room: five each, none twice.
+        for _ in 0..5 {
+            seen.push(member.next().await.unwrap().payload[0]);
+            let parts = pull.read_message().await;
+            assert_eq!(parts[0], b"jobs");
+            seen.push(parts[1][0]);
+        }
+        seen.sort_unstable();
+        assert_eq!(seen, (0..10).collect::<Vec<u8>>());
+    })
+    .await
+    .unwrap();
+}
