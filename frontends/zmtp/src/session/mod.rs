@@ -172,6 +172,56 @@ where
     })
 }
 
+/// The state of a peer's role, and the core subscription the role needs (a group member's,
+/// or a requester's inbox).
+fn role_state(
+    router: &Router,
+    peer: PeerInfo,
+    origin: Origin,
+    sink: &Sink,
+) -> (State, Option<CoreSubscription>) {
+    let subject = peer.target.as_ref().and_then(|t| t.subject.clone());
+    match (peer.role, peer.target) {
+        (Role::Publisher, _) => (State::Publisher, None),
+        (Role::Subscriber, _) => {
+            let prefixes = Prefixes::default();
+            (State::Subscriber { prefixes }, None)
+        }
+        (Role::Producer, _) => (State::Producer { subject }, None),
+        (role @ (Role::Consumer | Role::Responder), target) => {
+            let own = target.map(|target| {
+                let spec = SubscriptionSpec {
+                    group: Some(target.group),
+                    // REP/ROUTER workers take only requests (DESIGN.md).
+                    requests_only: role == Role::Responder,
+                    ..SubscriptionSpec::new(target.filter, origin)
+                };
+                CoreSubscription::new(router, spec, sink)
+            });
+            let state = match role {
+                Role::Consumer => State::Consumer,
+                _ => State::Responder {
+                    assignments: Assignments::default(),
+                },
+            };
+            (state, own)
+        }
+        (role @ (Role::Requester | Role::Dealer), _) => {
+            let requests = Requests::new(origin.conn);
+            let own = Filter::new(&requests.inbox_filter()).ok().map(|inbox| {
+                CoreSubscription::new(router, SubscriptionSpec::new(inbox, origin), sink)
+            });
+            let dealer = role == Role::Dealer;
+            let state = State::Requester {
+                subject,
+                requests,
+                dealer,
+            };
+            (state, own)
+        }
+    }
+}
+
 /// How far the current inbound item has got: octets buffered and parts decoded. Any change
 /// means the peer sent something.
 fn read_progress<S>(framed: &Framed<S, ZmtpCodec>) -> (usize, usize) {
@@ -225,52 +275,15 @@ where
             conn: ConnId::next(),
         };
         let (sink, outbox) = outbox(listener.config.sndhwm, Overflow::Drop);
-        let router = &listener.router;
-        let mut own = None;
-        let subject = peer.target.as_ref().and_then(|t| t.subject.clone());
-        let state = match peer.role {
-            Role::Publisher => State::Publisher,
-            Role::Subscriber => State::Subscriber {
-                prefixes: Prefixes::default(),
-            },
-            Role::Producer => State::Producer { subject },
-            Role::Consumer | Role::Responder => {
-                if let Some(target) = peer.target {
-                    let spec = SubscriptionSpec {
-                        group: Some(target.group),
-                        // REP/ROUTER workers take only requests (DESIGN.md).
-                        requests_only: peer.role == Role::Responder,
-                        ..SubscriptionSpec::new(target.filter, origin)
-                    };
-                    own = Some(CoreSubscription::new(router, spec, &sink));
-                }
-                match peer.role {
-                    Role::Consumer => State::Consumer,
-                    _ => State::Responder {
-                        assignments: Assignments::default(),
-                    },
-                }
-            }
-            Role::Requester | Role::Dealer => {
-                let requests = Requests::new(origin.conn);
-                if let Ok(inbox) = Filter::new(&requests.inbox_filter()) {
-                    let spec = SubscriptionSpec::new(inbox, origin);
-                    own = Some(CoreSubscription::new(router, spec, &sink));
-                }
-                State::Requester {
-                    subject,
-                    requests,
-                    dealer: peer.role == Role::Dealer,
-                }
-            }
-        };
         let heartbeat = Heartbeat::new(&listener.config, peer.revision);
+        let (revision, announce) = (peer.revision, peer.announce);
+        let (state, own) = role_state(&listener.router, peer, origin, &sink);
         Self {
             framed,
             listener,
             origin,
-            revision: peer.revision,
-            announce: peer.announce,
+            revision,
+            announce,
             state,
             _own: own,
             sink,
