@@ -12,8 +12,9 @@
 //! default_group = "workers"
 //! ```
 //!
-//! Defaults follow libzmq where libzmq has the knob (`ZMQ_MAXMSGSIZE`, `ZMQ_SNDHWM`,
-//! `ZMQ_HEARTBEAT_*`, `ZMQ_HANDSHAKE_IVL`).
+//! Defaults follow libzmq where libzmq has the knob (`ZMQ_SNDHWM`, `ZMQ_HEARTBEAT_*`,
+//! `ZMQ_HANDSHAKE_IVL`), except `max_msg_size`: libzmq's `ZMQ_MAXMSGSIZE` is unlimited by
+//! default, the broker caps what one peer can make it buffer at 16 MiB.
 //!
 //! # Invariants
 //! - [`Config::extra_listeners`] yields complete configs: each serves exactly like the main
@@ -78,8 +79,8 @@ pub struct Config {
     /// Listener address.
     pub listen: String,
     /// Largest frame, and largest sum of the parts of one message (libzmq `ZMQ_MAXMSGSIZE`
-    /// limits each part; polymq also bounds the whole message). A peer exceeding it is
-    /// disconnected.
+    /// limits each part and defaults to no limit; polymq also bounds the whole message). A
+    /// peer exceeding it is disconnected, as libzmq disconnects it.
     pub max_msg_size: usize,
     /// Messages queued towards one peer before further ones are dropped and counted
     /// (libzmq `ZMQ_SNDHWM`); also bounds a peer's outstanding requests.
