@@ -144,6 +144,8 @@ pub struct Node {
     pub clients: DashMap<ConnId, Arc<ClientInfo>>,
     /// Start time, Unix seconds.
     pub start_time: i64,
+    /// Start time on the monotonic clock (`/stats` uptime).
+    pub started: std::time::Instant,
     /// Bound TCP port (0 until listening).
     pub tcp_port: AtomicU16,
     /// Bound HTTP port (0 until listening).
@@ -163,6 +165,7 @@ impl Node {
             config,
             clients: DashMap::new(),
             start_time: unix_now(),
+            started: std::time::Instant::now(),
             tcp_port: AtomicU16::new(0),
             http_port: AtomicU16::new(0),
             topology: watch::channel(0).0,

@@ -224,7 +224,7 @@ fn resident_bytes() -> u64 {
 /// nsqd's text rendering.
 pub fn text(node: &Node, request: &Request) -> String {
     let mut w = String::new();
-    let uptime = Duration::from_secs(unix_now().saturating_sub(node.start_time).unsigned_abs());
+    let uptime = node.started.elapsed();
     let _ = writeln!(w, "nsqd v{NSQD_VERSION} (built w/polymq)");
     let _ = writeln!(w, "start_time {}", rfc3339(node.start_time));
     let _ = writeln!(w, "uptime {}", go_duration(uptime));
@@ -324,18 +324,43 @@ fn client_line(client: &ClientInfo) -> String {
     )
 }
 
-/// Go's `time.Duration.String()` for whole seconds and above (`1h2m3s`, `0s`).
+/// Go's `time.Duration.String()`: `1h2m3.5s`, `2.5ms`, `0s` (fractions without trailing
+/// zeros).
 pub fn go_duration(d: Duration) -> String {
-    let secs = d.as_secs();
-    if secs == 0 {
+    let nanos = d.as_nanos();
+    if nanos == 0 {
         return "0s".into();
     }
-    let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
+    if nanos < 1_000_000_000 {
+        let (unit, scale) = match nanos {
+            0..1_000 => ("ns", 1),
+            1_000..1_000_000 => ("\u{b5}s", 1_000),
+            _ => ("ms", 1_000_000),
+        };
+        return format!("{}{unit}", decimal(nanos, scale));
+    }
+    let secs = d.as_secs();
+    let (h, m) = (secs / 3600, secs / 60 % 60);
+    let s = decimal(
+        u128::from(secs % 60) * 1_000_000_000 + u128::from(d.subsec_nanos()),
+        1_000_000_000,
+    );
     match (h, m) {
         (0, 0) => format!("{s}s"),
         (0, _) => format!("{m}m{s}s"),
         _ => format!("{h}h{m}m{s}s"),
     }
+}
+
+/// `value / scale` in decimal, the fraction without trailing zeros.
+fn decimal(value: u128, scale: u128) -> String {
+    let (whole, fraction) = (value / scale, value % scale);
+    if fraction == 0 {
+        return whole.to_string();
+    }
+    let width = scale.to_string().len() - 1;
+    let digits = format!("{fraction:0width$}");
+    format!("{whole}.{}", digits.trim_end_matches('0'))
 }
 
 /// Unix seconds as RFC 3339 in UTC (`2006-01-02T15:04:05Z`).
@@ -370,6 +395,14 @@ mod tests {
         assert_eq!(go_duration(Duration::from_secs(5)), "5s");
         assert_eq!(go_duration(Duration::from_secs(62)), "1m2s");
         assert_eq!(go_duration(Duration::from_secs(3600)), "1h0m0s");
+        assert_eq!(go_duration(Duration::from_millis(62_500)), "1m2.5s");
+        assert_eq!(
+            go_duration(Duration::new(3723, 123_456_789)),
+            "1h2m3.123456789s"
+        );
+        assert_eq!(go_duration(Duration::from_micros(2500)), "2.5ms");
+        assert_eq!(go_duration(Duration::from_nanos(1500)), "1.5\u{b5}s");
+        assert_eq!(go_duration(Duration::from_nanos(7)), "7ns");
     }
 
     #[test]
