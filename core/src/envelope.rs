@@ -218,6 +218,10 @@ pub struct Envelope {
     pub frames: Vec<usize>,
     /// Application headers, in order.
     pub headers: Headers,
+    /// The header block exactly as a NATS publisher sent it, kept only when `headers` would
+    /// not render back to the same bytes (spacing, empty blocks), so NATS subscribers get it
+    /// byte for byte. Other protocols read `headers`.
+    pub header_block: Option<Bytes>,
     /// Publish time, nanoseconds since the epoch.
     pub timestamp_ns: u64,
     /// Ingress protocol and connection.
@@ -246,6 +250,7 @@ impl Envelope {
             payload,
             frames: Vec::new(),
             headers: Headers::new(),
+            header_block: None,
             timestamp_ns: now_ns(),
             origin,
             qos: Qos::AtMostOnce,

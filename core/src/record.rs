@@ -3,6 +3,7 @@
 //! ```text
 //! version u8 (=1) | id [16] | timestamp_ns u64 | attempts u16 | flags u8 | qos u8
 //! subject str | reply_to str? | content_type str? | correlation bytes? | expires_at u64?
+//! header_block bytes?
 //! headers: count u32, (name str, value str)* | frames: count u32, len u32* | payload bytes
 //! str/bytes = len u32 + data; `?` = present only when its flag bit is set
 //! ```
@@ -25,6 +26,7 @@ const F_REPLY: u8 = 4;
 const F_CTYPE: u8 = 8;
 const F_CORR: u8 = 16;
 const F_EXPIRES: u8 = 32;
+const F_BLOCK: u8 = 64;
 
 /// A record could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -52,6 +54,7 @@ pub fn encode(msg: &Envelope, attempts: u16) -> Bytes {
         (msg.content_type.is_some(), F_CTYPE),
         (msg.correlation_data.is_some(), F_CORR),
         (msg.expires_at_ns.is_some(), F_EXPIRES),
+        (msg.header_block.is_some(), F_BLOCK),
     ] {
         if set {
             flags |= bit;
@@ -75,6 +78,9 @@ pub fn encode(msg: &Envelope, attempts: u16) -> Bytes {
     }
     if let Some(at) = msg.expires_at_ns {
         buf.put_u64(at);
+    }
+    if let Some(block) = &msg.header_block {
+        put_bytes(&mut buf, block);
     }
     buf.put_u32(len_u32(msg.headers.len()));
     for (name, value) in msg.headers.iter() {
@@ -117,6 +123,9 @@ pub fn decode(mut rec: Bytes) -> Result<(Envelope, u16), RecordError> {
     let expires_at_ns = (flags & F_EXPIRES != 0)
         .then(|| get_u64(&mut rec))
         .transpose()?;
+    let header_block = (flags & F_BLOCK != 0)
+        .then(|| get_bytes(&mut rec))
+        .transpose()?;
     let mut headers = Headers::new();
     for _ in 0..get_u32(&mut rec)? {
         let name = get_string(&mut rec)?;
@@ -135,6 +144,7 @@ pub fn decode(mut rec: Bytes) -> Result<(Envelope, u16), RecordError> {
         payload,
         frames,
         headers,
+        header_block,
         timestamp_ns,
         origin: Origin::broker(),
         qos,
@@ -212,6 +222,7 @@ mod tests {
         msg.expires_at_ns = Some(42);
         msg.content_type = Some("text/plain".into());
         msg.correlation_data = Some(Bytes::from_static(b"\x00\x01"));
+        msg.header_block = Some(Bytes::from_static(b"NATS/1.0\r\nk:v1\r\n\r\n"));
         msg
     }
 
@@ -222,6 +233,7 @@ mod tests {
             && a.payload == b.payload
             && a.frames == b.frames
             && a.headers == b.headers
+            && a.header_block == b.header_block
             && a.timestamp_ns == b.timestamp_ns
             && a.qos == b.qos
             && a.retain == b.retain

@@ -2,7 +2,6 @@
 //! (nats.go, nats-py, async-nats, the `nats` CLI) work as against nats-server.
 //!
 //! # Layout
-//! - `blocks`: header blocks kept byte for byte for NATS-to-NATS delivery.
 //! - [`frame`]: the pure wire codec (ops, limits, `ServerCodec` / `ClientCodec`).
 //! - [`connect`]: INFO, CONNECT options and credential checks.
 //! - [`mapping`]: subjects and header blocks to and from the core's `Envelope`.
@@ -30,7 +29,6 @@
 //! - The router is never awaited and no lock is held across an `.await`.
 //! - Every session deregisters its subscriptions and its monitor entry when it ends.
 
-mod blocks;
 pub mod config;
 pub mod connect;
 pub mod error;
@@ -78,7 +76,6 @@ pub async fn serve(
         router,
         auth: Auth::from_config(&config),
         info,
-        blocks: Default::default(),
         monitor,
         config,
     });

@@ -64,6 +64,9 @@ pub fn envelope(
     msg.reply_to = reply_to.and_then(publish_subject);
     if let Some(block) = headers {
         msg.headers = parse_headers(block);
+        if !renders_back(&msg.headers, block) {
+            msg.header_block = Some(Bytes::copy_from_slice(block));
+        }
     }
     msg
 }

@@ -43,7 +43,6 @@ use tokio_util::codec::Decoder;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::blocks::HeaderBlocks;
 use crate::config::Config;
 use crate::connect::{Auth, ClientOpts, Info};
 use crate::error::{SessionError, INVALID_PUBLISH_SUBJECT, INVALID_SUBJECT};
@@ -76,7 +75,6 @@ pub(crate) struct Shared {
     pub(crate) monitor: Monitor,
     pub(crate) auth: Auth,
     pub(crate) info: Info,
-    pub(crate) blocks: HeaderBlocks,
 }
 
 /// Serves one accepted connection until it closes.
@@ -499,11 +497,6 @@ impl Session {
                     payload,
                     self.origin,
                 ));
-                if let Some(block) = headers {
-                    if !mapping::renders_back(&msg.headers, block) {
-                        self.shared.blocks.insert(&msg, block);
-                    }
-                }
                 self.shared.router.publish(msg).matched()
             }
             None => 0,
@@ -676,7 +669,7 @@ impl Session {
             return None;
         }
         let headers = if self.opts.headers {
-            headers_for(&mut self.last_headers, &self.shared.blocks, &delivery.msg)
+            headers_for(&mut self.last_headers, &delivery.msg)
         } else {
             None
         };
@@ -718,24 +711,16 @@ impl Session {
     }
 }
 
-/// The header block for `msg`: as published when [`HeaderBlocks`] kept it, otherwise
-/// rendered from the header list, once per message per session.
-fn headers_for(
-    cache: &mut Option<(Arc<Envelope>, Bytes)>,
-    blocks: &HeaderBlocks,
-    msg: &Arc<Envelope>,
-) -> Option<Bytes> {
+/// The header block for `msg`: as a NATS publisher sent it when the envelope kept it,
+/// otherwise rendered from the header list, once per message per session.
+fn headers_for(cache: &mut Option<(Arc<Envelope>, Bytes)>, msg: &Arc<Envelope>) -> Option<Bytes> {
     if let Some((cached, block)) = cache {
         if Arc::ptr_eq(cached, msg) {
             return Some(block.clone());
         }
     }
-    let published = match msg.origin.protocol {
-        Protocol::Nats => blocks.get(msg),
-        _ => None,
-    };
-    let block = match published {
-        Some(block) => block,
+    let block = match &msg.header_block {
+        Some(block) => block.clone(),
         None => mapping::render_headers(&msg.headers)?,
     };
     *cache = Some((msg.clone(), block.clone()));
@@ -766,20 +751,20 @@ mod tests {
             },
         );
         let mut cache = None;
-        let blocks = HeaderBlocks::default();
-        assert!(headers_for(&mut cache, &blocks, &Arc::new(msg.clone())).is_none());
+        assert!(headers_for(&mut cache, &Arc::new(msg.clone())).is_none());
         let mut headers = Headers::new();
         headers.append("k", "v");
         msg.headers = headers;
         let msg = Arc::new(msg);
-        let first = headers_for(&mut cache, &blocks, &msg).unwrap();
-        let second = headers_for(&mut cache, &blocks, &msg).unwrap();
+        let first = headers_for(&mut cache, &msg).unwrap();
+        let second = headers_for(&mut cache, &msg).unwrap();
         assert_eq!(first.as_ptr(), second.as_ptr());
         // A block kept as published wins over the rendered list.
-        let odd = Arc::new((*msg).clone());
-        blocks.insert(&odd, b"NATS/1.0\r\nk:v\r\n\r\n");
+        let mut odd = (*msg).clone();
+        odd.header_block = Some(Bytes::from_static(b"NATS/1.0\r\nk:v\r\n\r\n"));
+        let odd = Arc::new(odd);
         assert_eq!(
-            headers_for(&mut cache, &blocks, &odd).as_deref(),
+            headers_for(&mut cache, &odd).as_deref(),
             Some(&b"NATS/1.0\r\nk:v\r\n\r\n"[..])
         );
     }
