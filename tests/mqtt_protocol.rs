@@ -363,10 +363,7 @@ async fn keep_alive_closes_after_one_and_a_half_periods() {
         req.keep_alive = 1;
         let (mut c, _) = Client::connect_with(addr, req).await;
         let started = tokio::time::Instant::now();
-        assert_eq!(
-            c.recv().await,
-            Some(Packet::Disconnect(Disconnect::with_reason(0x8d)))
-        );
+        // Closed without a DISCONNECT, as mosquitto does.
         c.expect_closed().await;
         let waited = started.elapsed();
         assert!(waited >= Duration::from_millis(1400), "{waited:?}");

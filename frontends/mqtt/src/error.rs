@@ -58,13 +58,14 @@ impl SessionError {
             Self::Frame(FrameError::Io(_) | FrameError::Unanswered(_))
             | Self::Io(_)
             | Self::ConnectTimeout
-            | Self::Violation(_) => return None,
+            | Self::Violation(_)
+            // mosquitto closes an idle client without a DISCONNECT (0x8D is optional).
+            | Self::KeepAliveTimeout => return None,
             Self::Frame(err) => err.reason_code(),
             Self::Protocol(_) => reason::PROTOCOL_ERROR,
             Self::TopicAliasInvalid => reason::TOPIC_ALIAS_INVALID,
             Self::ReceiveMaximumExceeded => reason::RECEIVE_MAXIMUM_EXCEEDED,
             Self::RetainNotSupported => reason::RETAIN_NOT_SUPPORTED,
-            Self::KeepAliveTimeout => reason::KEEP_ALIVE_TIMEOUT,
             Self::TakenOver => reason::SESSION_TAKEN_OVER,
             Self::ShuttingDown => reason::SERVER_SHUTTING_DOWN,
             Self::Route(_) => reason::UNSPECIFIED_ERROR,
@@ -97,7 +98,6 @@ mod tests {
             ),
             (SessionError::TopicAliasInvalid, 0x94),
             (SessionError::ReceiveMaximumExceeded, 0x93),
-            (SessionError::KeepAliveTimeout, 0x8d),
             (SessionError::TakenOver, 0x8e),
             (SessionError::ShuttingDown, 0x8b),
         ];
@@ -110,6 +110,7 @@ mod tests {
         }
         for silent in [
             SessionError::ConnectTimeout,
+            SessionError::KeepAliveTimeout,
             SessionError::Violation("second CONNECT"),
             SessionError::Frame(FrameError::Unanswered("duplicate property")),
         ] {
