@@ -499,9 +499,15 @@ impl DurableQueue {
         defer_until: Option<Instant>,
     ) -> Result<(), RouteError> {
         let mut st = self.state.lock();
+        if self.ephemeral && defer_until.is_none() && st.ready.len() >= self.config.mem_queue_size {
+            // nsqd: an ephemeral queue is its memory queue; overflow is silently dropped.
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            return Ok(());
+        }
         if st.ready.len() + st.deferred_msgs.len() >= self.config.max_depth {
             if self.ephemeral {
-                return Ok(()); // nsqd: ephemeral overflow is silently dropped.
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+                return Ok(());
             }
             return Err(RouteError::QueueFull(self.name.to_string()));
         }

@@ -335,3 +335,26 @@ async fn a_limited_queue_drops_the_newest_and_counts() {
     m.set_credit(10);
     assert_eq!(bodies(&mut out), [("1".into(), 1), ("2".into(), 1)]);
 }
+
+#[tokio::test(start_paused = true)]
+async fn ephemeral_queues_drop_past_mem_queue_size() {
+    let backing = Backing::new(Arc::new(NullStore));
+    let config = QueueConfig {
+        mem_queue_size: 2,
+        ..short()
+    };
+    let q = DurableQueue::new(QueueName::new("e#ephemeral"), &backing, config, true);
+    for body in ["1", "2", "3"] {
+        q.put(msg(body)).await.unwrap();
+    }
+    q.put_deferred(msg("later"), Duration::from_secs(1))
+        .await
+        .unwrap();
+    let stats = q.stats();
+    assert_eq!(
+        (stats.depth, stats.deferred),
+        (2, 1),
+        "deferred messages do not count"
+    );
+    assert_eq!(q.dropped(), 1);
+}
