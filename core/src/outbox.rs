@@ -11,9 +11,12 @@
 //!
 //! # Invariants
 //! - [`Sink::offer`] never blocks and never awaits.
+//! - At most `capacity` deliveries wait in an outbox: the channel itself is unbounded, and a
+//!   shared counter admits a delivery only while below capacity (cheaper per message than a
+//!   bounded channel's semaphore, which takes a lock on every receive).
 //! - Payloads are shared (`Arc<Envelope>`), never copied per subscriber.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
@@ -53,16 +56,34 @@ pub enum Offer {
     Closed,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Shared {
     dropped: AtomicU64,
     overflowed: CancellationToken,
+    /// Deliveries in the channel.
+    queued: AtomicUsize,
+    capacity: usize,
+}
+
+impl Shared {
+    /// Takes one slot; false when the outbox is full.
+    fn reserve(&self) -> bool {
+        if self.queued.fetch_add(1, Ordering::AcqRel) < self.capacity {
+            return true;
+        }
+        self.queued.fetch_sub(1, Ordering::AcqRel);
+        false
+    }
+
+    fn release(&self) {
+        self.queued.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// The router's end of a session outbox. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Sink {
-    tx: mpsc::Sender<Delivery>,
+    tx: mpsc::UnboundedSender<Delivery>,
     overflow: Overflow,
     shared: Arc<Shared>,
 }
@@ -70,14 +91,19 @@ pub struct Sink {
 /// The session's end of its outbox.
 #[derive(Debug)]
 pub struct Outbox {
-    rx: mpsc::Receiver<Delivery>,
+    rx: mpsc::UnboundedReceiver<Delivery>,
     shared: Arc<Shared>,
 }
 
 /// Creates a bounded outbox holding at most `capacity` deliveries.
 pub fn outbox(capacity: usize, overflow: Overflow) -> (Sink, Outbox) {
-    let (tx, rx) = mpsc::channel(capacity.max(1));
-    let shared = Arc::new(Shared::default());
+    let (tx, rx) = mpsc::unbounded_channel();
+    let shared = Arc::new(Shared {
+        dropped: AtomicU64::new(0),
+        overflowed: CancellationToken::new(),
+        queued: AtomicUsize::new(0),
+        capacity: capacity.max(1),
+    });
     (
         Sink {
             tx,
@@ -91,30 +117,34 @@ pub fn outbox(capacity: usize, overflow: Overflow) -> (Sink, Outbox) {
 impl Sink {
     /// Queues a delivery without waiting; applies the overflow policy when full.
     pub fn offer(&self, delivery: Delivery) -> Offer {
-        match self.tx.try_send(delivery) {
+        match self.try_offer(delivery) {
             Ok(()) => Offer::Queued,
-            Err(mpsc::error::TrySendError::Full(_)) => {
+            Err(_) if self.tx.is_closed() => Offer::Closed,
+            Err(_) => {
                 self.shared.dropped.fetch_add(1, Ordering::Relaxed);
                 if self.overflow == Overflow::Disconnect {
                     self.shared.overflowed.cancel();
                 }
                 Offer::Dropped
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => Offer::Closed,
         }
     }
 
     /// Queues a delivery only if there is room; gives it back otherwise. Used by durable queues,
     /// which keep a message rather than drop it.
     pub fn try_offer(&self, delivery: Delivery) -> Result<(), Delivery> {
-        self.tx.try_send(delivery).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(d) | mpsc::error::TrySendError::Closed(d) => d,
+        if !self.shared.reserve() {
+            return Err(delivery);
+        }
+        self.tx.send(delivery).map_err(|mpsc::error::SendError(d)| {
+            self.shared.release();
+            d
         })
     }
 
     /// True when a delivery would be queued right now.
     pub fn has_room(&self) -> bool {
-        self.tx.capacity() > 0
+        self.shared.queued.load(Ordering::Acquire) < self.shared.capacity
     }
 
     /// True when the session has gone away.
@@ -131,12 +161,20 @@ impl Sink {
 impl Outbox {
     /// Waits for the next delivery; `None` once every sink is gone.
     pub async fn recv(&mut self) -> Option<Delivery> {
-        self.rx.recv().await
+        let delivery = self.rx.recv().await;
+        if delivery.is_some() {
+            self.shared.release();
+        }
+        delivery
     }
 
     /// Takes a delivery if one is ready.
     pub fn try_recv(&mut self) -> Option<Delivery> {
-        self.rx.try_recv().ok()
+        let delivery = self.rx.try_recv().ok();
+        if delivery.is_some() {
+            self.shared.release();
+        }
+        delivery
     }
 
     /// Resolves when a [`Overflow::Disconnect`] sink overflowed (slow consumer).

@@ -16,6 +16,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use bytes::Bytes;
+use foldhash::fast::RandomState;
 
 use crate::subject::{Filter, Subject};
 
@@ -30,7 +31,7 @@ pub(crate) struct Entry {
 
 #[derive(Debug, Default)]
 struct Node {
-    children: HashMap<Box<str>, Node>,
+    children: HashMap<Box<str>, Node, RandomState>,
     star: Option<Box<Node>>,
     /// Filters ending exactly at this node.
     here: Vec<Entry>,
@@ -50,9 +51,9 @@ impl Node {
 /// The subscription index. Guarded by the router's `RwLock`; not thread-safe by itself.
 #[derive(Debug, Default)]
 pub(crate) struct Index {
-    exact: HashMap<Box<str>, Vec<Entry>>,
+    exact: HashMap<Box<str>, Vec<Entry>, RandomState>,
     root: Node,
-    prefixes: HashMap<Bytes, Vec<Entry>>,
+    prefixes: HashMap<Bytes, Vec<Entry>, RandomState>,
     /// Prefix length → number of prefixes of that length.
     prefix_lens: BTreeMap<usize, usize>,
 }

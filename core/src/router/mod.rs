@@ -27,6 +27,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use dashmap::DashMap;
+use foldhash::fast::RandomState;
 use parking_lot::RwLock;
 use tokio::sync::oneshot;
 
@@ -196,7 +197,7 @@ pub(crate) struct RouterInner {
     config: RouterConfig,
     state: RwLock<State>,
     generation: AtomicU64,
-    cache: DashMap<Subject, Matches>,
+    cache: DashMap<Subject, Matches, RandomState>,
     next_id: AtomicU64,
     topics: DashMap<String, Arc<Topic>>,
     queues: DashMap<String, Arc<DurableQueue>>,
@@ -224,7 +225,7 @@ impl Router {
             config,
             state: RwLock::new(State::default()),
             generation: AtomicU64::new(0),
-            cache: DashMap::new(),
+            cache: DashMap::with_hasher(RandomState::default()),
             next_id: AtomicU64::new(1),
             topics: DashMap::new(),
             queues: DashMap::new(),
