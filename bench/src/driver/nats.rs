@@ -9,7 +9,7 @@ use super::{Publisher, Requester, Subscriber};
 
 async fn connect(addr: &str) -> anyhow::Result<async_nats::Client> {
     async_nats::ConnectOptions::new()
-        .subscription_capacity(1 << 16)
+        .subscription_capacity(1 << 20)
         .client_capacity(1 << 16)
         .connect(addr)
         .await

@@ -59,8 +59,9 @@ pub fn envelope(
     headers: Option<&[u8]>,
     payload: Bytes,
     origin: Origin,
+    timestamp_ns: u64,
 ) -> Envelope {
-    let mut msg = Envelope::new(subject, payload, origin);
+    let mut msg = Envelope::stamped(subject, payload, origin, timestamp_ns);
     msg.reply_to = reply_to.and_then(publish_subject);
     if let Some(block) = headers {
         msg.headers = parse_headers(block);
@@ -277,7 +278,9 @@ mod tests {
             Some(b"NATS/1.0\r\nK: v\r\n\r\n"),
             Bytes::from_static(b"hi"),
             origin(),
+            7,
         );
+        assert_eq!(msg.timestamp_ns, 7);
         let block = render_headers(&msg.headers).unwrap();
         let mut out = BytesMut::new();
         assert_eq!(put_delivery(&mut out, &msg, b"7", Some(&block)), 20);

@@ -33,6 +33,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
+use polymq_core::envelope::now_ns;
 use polymq_core::metrics::Metrics;
 use polymq_core::outbox::{outbox, Delivery, Outbox, Overflow, Sink};
 use polymq_core::router::{Router, SubscriptionId, SubscriptionSpec};
@@ -154,6 +155,8 @@ struct Session {
     started: Instant,
     /// Time of the batch being handled (one clock read per read or drain).
     now: Instant,
+    /// Wall clock of the read being processed: the publish time of its messages.
+    now_ns: u64,
     stats: Arc<ConnStats>,
     codec: ServerCodec,
     opts: ClientOpts,
@@ -192,6 +195,7 @@ impl Session {
             peer,
             started: now,
             now,
+            now_ns: now_ns(),
             stats,
             codec: ServerCodec::new(limits),
             opts: ClientOpts::default(),
@@ -307,6 +311,7 @@ impl Session {
                         return Err(SessionError::Eof);
                     }
                     self.now = Instant::now();
+                    self.now_ns = now_ns();
                     self.process(rbuf)?;
                 }
                 () = &mut auth, if auth_deadline.is_some() && !self.connected => {
@@ -496,6 +501,7 @@ impl Session {
                     headers.map(|h| &h[..]),
                     payload,
                     self.origin,
+                    self.now_ns,
                 ));
                 self.shared.router.publish(msg).matched()
             }
