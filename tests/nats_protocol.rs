@@ -555,6 +555,21 @@ async fn invalid_subjects_are_reported_and_the_connection_kept() {
 }
 
 #[tokio::test]
+async fn subscriptions_past_the_limit_are_refused_and_the_connection_kept() {
+    timeout(STEP, async {
+        let server = TestServer::start("[nats]\nmax_subscriptions = 2\n").await;
+        let mut c = Raw::connect(server.nats, QUIET).await;
+        c.send(b"SUB a 1\r\nSUB b 2\r\nSUB c 3\r\nSUB a 1\r\n")
+            .await;
+        assert_eq!(c.sync().await, vec![err("maximum subscriptions exceeded")]);
+        c.send(b"UNSUB 2\r\nSUB c 3\r\n").await;
+        assert!(c.sync().await.is_empty(), "a freed slot can be used again");
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
 async fn unsub_with_max_msgs_auto_unsubscribes() {
     timeout(STEP, async {
         let server = TestServer::start("").await;

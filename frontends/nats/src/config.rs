@@ -57,6 +57,9 @@ pub struct Config {
     pub server_name: Option<String>,
     /// Most client connections at once; the next gets `-ERR 'maximum connections exceeded'`.
     pub max_connections: usize,
+    /// Most subscriptions per connection; 0 is unlimited (nats-server `max_subscriptions`).
+    /// A SUB past it gets `-ERR 'maximum subscriptions exceeded'` and the connection stays.
+    pub max_subscriptions: usize,
 }
 
 impl Default for Config {
@@ -75,6 +78,7 @@ impl Default for Config {
             auth_timeout_ms: 2_000,
             server_name: None,
             max_connections: 64 * 1024,
+            max_subscriptions: 0,
         }
     }
 }

@@ -14,6 +14,8 @@ use crate::frame;
 
 /// `-ERR` for a SUB whose subject the index refuses (connection kept).
 pub const INVALID_SUBJECT: &str = "Invalid Subject";
+/// `-ERR` text for a SUB past `max_subscriptions` (the connection stays open).
+pub const MAX_SUBSCRIPTIONS: &str = "maximum subscriptions exceeded";
 /// `-ERR` for a pedantic client publishing to a non-literal subject (connection kept).
 pub const INVALID_PUBLISH_SUBJECT: &str = "Invalid Publish Subject";
 

@@ -46,7 +46,7 @@ use tracing::Instrument;
 
 use crate::config::Config;
 use crate::connect::{Auth, ClientOpts, Info};
-use crate::error::{SessionError, INVALID_PUBLISH_SUBJECT, INVALID_SUBJECT};
+use crate::error::{SessionError, INVALID_PUBLISH_SUBJECT, INVALID_SUBJECT, MAX_SUBSCRIPTIONS};
 use crate::frame::{encode_server_op, put_err, ClientOp, Limits, ServerCodec, ServerOp};
 use crate::mapping;
 
@@ -553,6 +553,11 @@ impl Session {
             put_err(&mut self.out, INVALID_SUBJECT.as_bytes());
             return;
         };
+        let limit = self.shared.config.max_subscriptions;
+        if limit > 0 && self.sids.len() >= limit {
+            put_err(&mut self.out, MAX_SUBSCRIPTIONS.as_bytes());
+            return;
+        }
         let queue: Option<Arc<str>> = queue.map(|q| String::from_utf8_lossy(q).into());
         let meta = Arc::new(SubMeta {
             subject: String::from_utf8_lossy(subject).into_owned(),
