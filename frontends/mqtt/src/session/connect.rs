@@ -12,7 +12,7 @@ use polymq_core::outbox::{outbox, Overflow};
 use polymq_core::SubscriptionSpec;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use super::{Connection, Io, NO_TIMEOUT, QUEUE_SUB, RECENT};
+use super::{Connection, Io, NO_TIMEOUT, QUEUE_SUB};
 use crate::broker::{Broker, PendingWill, SessionState, NEVER_EXPIRES};
 use crate::error::SessionError;
 use crate::frame::{
@@ -227,7 +227,7 @@ where
             in_aliases: HashMap::new(),
             keep_alive: (plan.keep_alive > 0)
                 .then(|| Duration::from_millis(u64::from(plan.keep_alive) * 1500)),
-            recent: VecDeque::with_capacity(RECENT),
+            recent: VecDeque::new(),
             connected_at_ns: now_ns(),
             offline_seen: 0,
             connect_expiry: plan.expiry,

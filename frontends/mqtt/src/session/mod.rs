@@ -67,8 +67,10 @@ const DRAIN_BATCH: usize = 256;
 const RECENT: usize = 64;
 /// Longest wait for the last bytes (DISCONNECT) to go out when a session ends.
 const FINAL_FLUSH: Duration = Duration::from_secs(2);
-/// Read buffer grows in steps of this much.
-const READ_CHUNK: usize = 8 * 1024;
+/// Spare room a read starts with: small, because an idle connection keeps its buffer.
+const MIN_READ_CHUNK: usize = 512;
+/// Most spare room a read asks for; the chunk doubles up to this while reads fill it.
+const MAX_READ_CHUNK: usize = 64 * 1024;
 
 /// Socket halves, buffers and codec of one connection.
 struct Io<S> {
@@ -77,6 +79,8 @@ struct Io<S> {
     rbuf: BytesMut,
     wbuf: BytesMut,
     codec: Codec,
+    /// Spare room the next read gets (adapts between the two bounds).
+    read_chunk: usize,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Io<S> {
@@ -86,11 +90,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Io<S> {
             if let Some(packet) = self.codec.decode(&mut self.rbuf)? {
                 return Ok(Some(packet));
             }
-            self.rbuf.reserve(READ_CHUNK);
-            if self.reader.read_buf(&mut self.rbuf).await? == 0 {
+            if self.read().await? == 0 {
                 return Ok(None);
             }
         }
+    }
+
+    /// Reads once into the buffer, growing the read size while reads fill it (busy
+    /// connections) and keeping it small otherwise (idle ones).
+    async fn read(&mut self) -> std::io::Result<usize> {
+        self.rbuf.reserve(self.read_chunk);
+        let spare = self.rbuf.capacity() - self.rbuf.len();
+        let n = self.reader.read_buf(&mut self.rbuf).await?;
+        self.read_chunk = if n == spare {
+            (self.read_chunk * 2).min(MAX_READ_CHUNK)
+        } else {
+            (self.read_chunk / 2).max(MIN_READ_CHUNK)
+        };
+        Ok(n)
     }
 
     /// Encodes a packet into the write buffer for protocol `v`.
@@ -126,11 +143,13 @@ where
         rbuf: BytesMut::new(),
         wbuf: BytesMut::new(),
         codec,
+        read_chunk: MIN_READ_CHUNK,
     };
     let limit = Duration::from_millis(broker.config.connect_timeout_ms);
     let accepted = tokio::select! {
         () = shutdown.cancelled() => None,
-        res = tokio::time::timeout(limit, connect(&broker, io)) => res.ok(),
+        // Boxed: the handshake's state would otherwise stay in every idle connection's task.
+        res = tokio::time::timeout(limit, Box::pin(connect(&broker, io))) => res.ok(),
     };
     match accepted {
         Some(Ok(conn)) => conn.serve(shutdown).await,
@@ -185,7 +204,7 @@ where
     /// Runs the connection until it ends, then cleans up.
     async fn serve(mut self, shutdown: CancellationToken) {
         let end = self.run_loop(&shutdown).await;
-        self.finish(end).await;
+        Box::pin(self.finish(end)).await;
     }
 
     async fn run_loop(&mut self, shutdown: &CancellationToken) -> End {
@@ -207,7 +226,6 @@ where
                 (Ok(()), Err(err)) => return End::Error(err.into()),
                 (Ok(()), Ok(())) => {}
             }
-            self.io.rbuf.reserve(READ_CHUNK);
             step = tokio::select! {
                 biased;
                 () = shutdown.cancelled() => Err(End::Error(SessionError::ShuttingDown)),
@@ -215,7 +233,7 @@ where
                 () = &mut sleep, if keep_alive.is_some() => {
                     Err(End::Error(SessionError::KeepAliveTimeout))
                 }
-                read = self.io.reader.read_buf(&mut self.io.rbuf) => match read {
+                read = self.io.read() => match read {
                     Ok(0) => Err(End::Error(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into())),
                     Ok(n) => {
                         Stats::add(&self.broker.stats.bytes_received, n as u64);
@@ -254,7 +272,9 @@ where
                 Err(err) => return Err(End::Error(err.into())),
             };
             Stats::add(&self.broker.stats.msgs_received, 1);
-            self.handle(packet).await?;
+            // Boxed: handling a packet awaits the router's durable path, whose state would
+            // otherwise be reserved inline in the task of every (mostly idle) connection.
+            Box::pin(self.handle(packet)).await?;
         }
     }
 
