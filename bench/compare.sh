@@ -262,3 +262,34 @@ if notes:
     print()
     print("\n".join(notes))
 EOF
+
+# Memory per idle MQTT connection, on fresh brokers so the baseline is clean.
+IDLE_CONNECTIONS="${BENCH_IDLE_CONNECTIONS:-10000}"
+if (( $(ulimit -n) > IDLE_CONNECTIONS + 100 )); then
+    I_POLYMQ=$((31883 + OFFSET))
+    I_MOSQUITTO=$((31884 + OFFSET))
+    require_free "$I_POLYMQ" "$I_MOSQUITTO"
+    start polymq-idle "$POLYMQ" --set "mqtt.listen=127.0.0.1:$I_POLYMQ" --set nats.enabled=false \
+        --set nsq.enabled=false --set zmtp.enabled=false --set admin.enabled=false \
+        --set log.level=warn
+    IDLE_PIDS=("${PIDS[-1]}")
+    IDLE_TARGETS=("polymq=127.0.0.1:$I_POLYMQ")
+    if [[ -n "$MOSQUITTO" ]]; then
+        printf 'listener %s 127.0.0.1\nallow_anonymous true\nmax_connections -1\n' "$I_MOSQUITTO" \
+            >"$TMP/mosquitto-idle.conf"
+        start mosquitto-idle "$MOSQUITTO" -c "$TMP/mosquitto-idle.conf"
+        IDLE_PIDS+=("${PIDS[-1]}")
+        IDLE_TARGETS+=("mosquitto=127.0.0.1:$I_MOSQUITTO")
+    fi
+    wait_listening "$I_POLYMQ"
+    echo >&2
+    echo "-- MQTT memory per idle connection ($IDLE_CONNECTIONS connections)" >&2
+    for i in "${!IDLE_PIDS[@]}"; do
+        target="${IDLE_TARGETS[$i]}"
+        [[ "${target%%=*}" == mosquitto ]] && wait_listening "$I_MOSQUITTO"
+        python3 "$ROOT/bench/mqtt_idle.py" --pid "${IDLE_PIDS[$i]}" --addr "${target#*=}" \
+            --target "${target%%=*}" --connections "$IDLE_CONNECTIONS" | tee -a "$RESULTS"
+    done
+else
+    echo "skipping the idle-connection measurement: ulimit -n is below $IDLE_CONNECTIONS" >&2
+fi
