@@ -11,13 +11,15 @@
 //! - [`topic`]: nsqd topics (channel fan-out, buffering until the first channel).
 //! - [`store`]: `trait Store`, implemented by the `polymq-storage` crate; [`record`] encodes
 //!   envelopes for it.
-//! - [`metrics`]: per-protocol counters; [`net`]: the shared accept loop.
+//! - [`metrics`]: per-protocol counters; [`net`]: the shared accept loop; [`gotime`]: Go's text
+//!   forms of times and durations for nsqd/nats-server-compatible monitoring output.
 //!
 //! # Dependency rule
 //! Depends on no frontend and no storage crate; frontends and storage depend on this crate.
 
 pub mod envelope;
 pub mod error;
+pub mod gotime;
 pub mod metrics;
 pub mod net;
 pub mod outbox;

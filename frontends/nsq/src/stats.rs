@@ -13,8 +13,9 @@
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, UNIX_EPOCH};
 
+use polymq_core::gotime::{go_duration, rfc3339};
 use polymq_core::topic::Topic;
 use serde_json::{json, Map, Value};
 
@@ -226,7 +227,8 @@ pub fn text(node: &Node, request: &Request) -> String {
     let mut w = String::new();
     let uptime = node.started.elapsed();
     let _ = writeln!(w, "nsqd v{NSQD_VERSION} (built w/polymq)");
-    let _ = writeln!(w, "start_time {}", rfc3339(node.start_time));
+    let start = UNIX_EPOCH + Duration::from_secs(u64::try_from(node.start_time).unwrap_or(0));
+    let _ = writeln!(w, "start_time {}", rfc3339(start));
     let _ = writeln!(w, "uptime {}", go_duration(uptime));
     let _ = writeln!(w, "\nHealth: OK");
     if request.include_mem {
@@ -322,93 +324,4 @@ fn client_line(client: &ClientInfo) -> String {
         client.requeue_count.load(Ordering::Relaxed),
         client.message_count.load(Ordering::Relaxed),
     )
-}
-
-/// Go's `time.Duration.String()`: `1h2m3.5s`, `2.5ms`, `0s` (fractions without trailing
-/// zeros).
-pub fn go_duration(d: Duration) -> String {
-    let nanos = d.as_nanos();
-    if nanos == 0 {
-        return "0s".into();
-    }
-    if nanos < 1_000_000_000 {
-        let (unit, scale) = match nanos {
-            0..1_000 => ("ns", 1),
-            1_000..1_000_000 => ("\u{b5}s", 1_000),
-            _ => ("ms", 1_000_000),
-        };
-        return format!("{}{unit}", decimal(nanos, scale));
-    }
-    let secs = d.as_secs();
-    let (h, m) = (secs / 3600, secs / 60 % 60);
-    let s = decimal(
-        u128::from(secs % 60) * 1_000_000_000 + u128::from(d.subsec_nanos()),
-        1_000_000_000,
-    );
-    match (h, m) {
-        (0, 0) => format!("{s}s"),
-        (0, _) => format!("{m}m{s}s"),
-        _ => format!("{h}h{m}m{s}s"),
-    }
-}
-
-/// `value / scale` in decimal, the fraction without trailing zeros.
-fn decimal(value: u128, scale: u128) -> String {
-    let (whole, fraction) = (value / scale, value % scale);
-    if fraction == 0 {
-        return whole.to_string();
-    }
-    let width = scale.to_string().len() - 1;
-    let digits = format!("{fraction:0width$}");
-    format!("{whole}.{}", digits.trim_end_matches('0'))
-}
-
-/// Unix seconds as RFC 3339 in UTC (`2006-01-02T15:04:05Z`).
-pub fn rfc3339(unix: i64) -> String {
-    let days = unix.div_euclid(86_400);
-    let secs = unix.rem_euclid(86_400);
-    // Howard Hinnant's civil-from-days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations_like_go() {
-        assert_eq!(go_duration(Duration::ZERO), "0s");
-        assert_eq!(go_duration(Duration::from_secs(5)), "5s");
-        assert_eq!(go_duration(Duration::from_secs(62)), "1m2s");
-        assert_eq!(go_duration(Duration::from_secs(3600)), "1h0m0s");
-        assert_eq!(go_duration(Duration::from_millis(62_500)), "1m2.5s");
-        assert_eq!(
-            go_duration(Duration::new(3723, 123_456_789)),
-            "1h2m3.123456789s"
-        );
-        assert_eq!(go_duration(Duration::from_micros(2500)), "2.5ms");
-        assert_eq!(go_duration(Duration::from_nanos(1500)), "1.5\u{b5}s");
-        assert_eq!(go_duration(Duration::from_nanos(7)), "7ns");
-    }
-
-    #[test]
-    fn dates_like_go() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
-        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
-        assert_eq!(rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
-    }
 }
