@@ -88,6 +88,29 @@ async fn pub_sub_multipart_and_1_mib() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subject_only_messages_arrive_as_one_frame() {
+    timeout(STEP, async {
+        let server = TestServer::start("").await;
+        let ctx = zmq::Context::new();
+        let sub = socket(&ctx, zmq::SUB, server.zmtp);
+        sub.set_subscribe(b"tick").unwrap();
+        wait_for_subscriber(&server, "tick").await;
+        let xpub = socket(&ctx, zmq::XPUB, server.zmtp);
+        blocking(move || {
+            assert_eq!(xpub.recv_bytes(0).unwrap(), b"\x01");
+            // As through a libzmq proxy: a one-frame message stays one frame.
+            xpub.send(&b"tick"[..], 0).unwrap();
+            xpub.send_multipart([&b"tick"[..], b""], 0).unwrap();
+            assert_eq!(sub.recv_multipart(0).unwrap(), parts(&[b"tick"]));
+            assert_eq!(sub.recv_multipart(0).unwrap(), parts(&[b"tick", b""]));
+        })
+        .await;
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plain_pub_reaches_sub_once_subscribed() {
     timeout(STEP, async {
         let server = TestServer::start("").await;

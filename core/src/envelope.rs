@@ -6,9 +6,10 @@
 //!
 //! # Invariants
 //! - `id` is assigned once at ingress and reused on every leg (NSQ FIN/REQ, dedupe).
-//! - `payload` is the whole body. A multi-frame ZMQ body keeps its frame boundaries in
-//!   `frames` (lengths summing to `payload.len()`), so ZMQ receivers get the same frames back
-//!   and other protocols see them joined.
+//! - `payload` is the whole body. A ZMQ body of other than one frame keeps its frame
+//!   boundaries in `frames` (lengths summing to `payload.len()`; `Some(vec![])` for a message
+//!   with no body frame), so ZMQ receivers get the same frames back and other protocols see
+//!   them joined.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -214,8 +215,9 @@ pub struct Envelope {
     pub reply_to: Option<Subject>,
     /// The body, shared by every delivery.
     pub payload: Bytes,
-    /// Frame lengths of a multi-frame ZMQ body; empty for a single frame.
-    pub frames: Vec<usize>,
+    /// Frame lengths of a ZMQ body that is not exactly one frame; `None` when the payload is
+    /// one frame (every other protocol).
+    pub frames: Option<Vec<usize>>,
     /// Application headers, in order.
     pub headers: Headers,
     /// The header block exactly as a NATS publisher sent it, kept only when `headers` would
@@ -254,7 +256,7 @@ impl Envelope {
             subject,
             reply_to: None,
             payload,
-            frames: Vec::new(),
+            frames: None,
             headers: Headers::new(),
             header_block: None,
             timestamp_ns,
@@ -273,14 +275,15 @@ impl Envelope {
         self.expires_at_ns.is_some_and(|at| at <= now_ns)
     }
 
-    /// The body split back into its frames (one frame when `frames` is empty). Zero-copy.
+    /// The body split back into its frames (the payload as one frame when `frames` is
+    /// `None`). Zero-copy.
     pub fn body_frames(&self) -> Vec<Bytes> {
-        if self.frames.is_empty() {
+        let Some(frames) = &self.frames else {
             return vec![self.payload.clone()];
-        }
-        let mut out = Vec::with_capacity(self.frames.len());
+        };
+        let mut out = Vec::with_capacity(frames.len());
         let mut start = 0;
-        for &len in &self.frames {
+        for &len in frames {
             let end = (start + len).min(self.payload.len());
             out.push(self.payload.slice(start..end));
             start = end;
@@ -332,7 +335,7 @@ mod tests {
             Origin::broker(),
         );
         assert_eq!(env.body_frames(), vec![Bytes::from_static(b"helloworld")]);
-        env.frames = vec![5, 0, 5];
+        env.frames = Some(vec![5, 0, 5]);
         assert_eq!(
             env.body_frames(),
             vec![
@@ -341,5 +344,7 @@ mod tests {
                 Bytes::from_static(b"world")
             ]
         );
+        env.frames = Some(Vec::new());
+        assert!(env.body_frames().is_empty(), "a message with no body frame");
     }
 }

@@ -4,7 +4,7 @@
 //! version u8 (=1) | id [16] | timestamp_ns u64 | attempts u16 | flags u8 | qos u8
 //! subject str | reply_to str? | content_type str? | correlation bytes? | expires_at u64?
 //! header_block bytes?
-//! headers: count u32, (name str, value str)* | frames: count u32, len u32* | payload bytes
+//! headers: count u32, (name str, value str)* | frames: (count u32, len u32*)? | payload bytes
 //! str/bytes = len u32 + data; `?` = present only when its flag bit is set
 //! ```
 //! All integers big-endian.
@@ -27,6 +27,7 @@ const F_CTYPE: u8 = 8;
 const F_CORR: u8 = 16;
 const F_EXPIRES: u8 = 32;
 const F_BLOCK: u8 = 64;
+const F_FRAMES: u8 = 128;
 
 /// A record could not be decoded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -55,6 +56,7 @@ pub fn encode(msg: &Envelope, attempts: u16) -> Bytes {
         (msg.correlation_data.is_some(), F_CORR),
         (msg.expires_at_ns.is_some(), F_EXPIRES),
         (msg.header_block.is_some(), F_BLOCK),
+        (msg.frames.is_some(), F_FRAMES),
     ] {
         if set {
             flags |= bit;
@@ -87,9 +89,11 @@ pub fn encode(msg: &Envelope, attempts: u16) -> Bytes {
         put_bytes(&mut buf, name.as_bytes());
         put_bytes(&mut buf, value.as_bytes());
     }
-    buf.put_u32(len_u32(msg.frames.len()));
-    for &len in &msg.frames {
-        buf.put_u32(len_u32(len));
+    if let Some(frames) = &msg.frames {
+        buf.put_u32(len_u32(frames.len()));
+        for &len in frames {
+            buf.put_u32(len_u32(len));
+        }
     }
     put_bytes(&mut buf, &msg.payload);
     buf.freeze()
@@ -131,11 +135,16 @@ pub fn decode(mut rec: Bytes) -> Result<(Envelope, u16), RecordError> {
         let name = get_string(&mut rec)?;
         headers.append(name, get_string(&mut rec)?);
     }
-    let frame_count = get_u32(&mut rec)?;
-    let mut frames = Vec::new();
-    for _ in 0..frame_count {
-        frames.push(get_u32(&mut rec)? as usize);
-    }
+    let frames = if flags & F_FRAMES != 0 {
+        let count = get_u32(&mut rec)?;
+        let mut frames = Vec::new();
+        for _ in 0..count {
+            frames.push(get_u32(&mut rec)? as usize);
+        }
+        Some(frames)
+    } else {
+        None
+    };
     let payload = get_bytes(&mut rec)?;
     let msg = Envelope {
         id,
@@ -215,7 +224,7 @@ mod tests {
         msg.reply_to = Some(Subject::new("_INBOX.x").unwrap());
         msg.headers.append("k", "v1");
         msg.headers.append("k", "v2");
-        msg.frames = vec![5, 1, 5];
+        msg.frames = Some(vec![5, 1, 5]);
         msg.qos = Qos::ExactlyOnce;
         msg.retain = true;
         msg.payload_utf8 = true;

@@ -11,8 +11,9 @@
 //! | REP, ROUTER | DEALER | [`Role::Responder`]: a group member that receives requests |
 //!
 //! Message layout (DESIGN.md "ZMTP message conventions"): frame 0 is the subject and the
-//! remaining frames are the body. One body frame is the payload as is; several are joined
-//! and their lengths kept in `Envelope::frames`, so ZMTP receivers get the same frames back.
+//! remaining frames are the body. One body frame is the payload as is; several (or none) are
+//! joined and their lengths kept in `Envelope::frames`, so ZMTP receivers get the same frames
+//! back (a subject-only message stays subject-only).
 //!
 //! # Invariants
 //! - Socket types are compared exactly (libzmq compares them case-sensitively).
@@ -194,8 +195,8 @@ fn parse_filter(text: &[u8], syntax: TopicSyntax) -> Result<Filter, SubjectError
 /// Builds the envelope for `[subject][body…]` parts already split.
 pub fn envelope(subject: Subject, body: &[Bytes], origin: Origin) -> Envelope {
     let mut env = Envelope::new(subject, join(body), origin);
-    if body.len() > 1 {
-        env.frames = body.iter().map(Bytes::len).collect();
+    if body.len() != 1 {
+        env.frames = Some(body.iter().map(Bytes::len).collect());
     }
     env
 }
@@ -356,7 +357,12 @@ mod tests {
     fn body_frames_survive_the_envelope() {
         let subject = Subject::new("a").unwrap();
         let one = envelope(subject.clone(), &[Bytes::from_static(b"x")], origin());
-        assert!(one.frames.is_empty());
+        assert!(one.frames.is_none());
+        let none = envelope(subject.clone(), &[], origin());
+        assert!(
+            none.body_frames().is_empty(),
+            "a subject-only message stays subject-only"
+        );
         let parts = [
             Bytes::from_static(b"ab"),
             Bytes::new(),
