@@ -96,3 +96,49 @@ async fn past_mem_queue_size_a_channel_spills_to_disk_and_survives_a_restart() {
     drop(member);
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_larger_than_a_recovery_chunk_comes_back_whole_and_in_order() {
+    const COUNT: usize = 5000;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = "[nsq]\nmem_queue_size = 100\n";
+    let server = TestServer::start_disk(dir.path(), config).await;
+    let router = server.router().clone();
+    router.topic("backlog").expect("topic").channel("c");
+    let subject = polymq_core::Subject::new("backlog").expect("subject");
+    let publishes = (0..COUNT).map(|i| {
+        let msg = polymq_core::Envelope::new(
+            subject.clone(),
+            bytes::Bytes::from(i.to_string()),
+            polymq_core::Origin::broker(),
+        );
+        let router = router.clone();
+        async move { router.publish_durable(std::sync::Arc::new(msg)).await }
+    });
+    for publish in publishes {
+        publish.await.expect("publish");
+    }
+    drop(router);
+    server.stop().await;
+
+    let server = TestServer::start_disk(dir.path(), config).await;
+    let channel = server
+        .router()
+        .get_topic("backlog")
+        .expect("topic")
+        .channel("c");
+    assert_eq!(channel.stats().depth, COUNT);
+    let (sink, mut outbox) = polymq_core::outbox(4096, polymq_core::Overflow::Drop);
+    let member = channel.attach(sink, polymq_core::SubscriptionId(u64::MAX));
+    member.set_credit(2500);
+    for want in 0..COUNT {
+        let delivery = tokio::time::timeout(common::STEP, outbox.recv())
+            .await
+            .expect("delivery")
+            .expect("open");
+        assert_eq!(delivery.msg.payload, want.to_string(), "in publish order");
+        member.fin(&delivery.msg.id).expect("fin");
+    }
+    drop(member);
+    server.stop().await;
+}

@@ -37,13 +37,15 @@ use crate::metrics::Metrics;
 use crate::outbox::{Delivery, Offer, Sink};
 use crate::queue::{Backing, DurableQueue, QueueConfig};
 use crate::record;
-use crate::store::{QueueName, Store, StoreError};
+use crate::store::{Offset, QueueName, Store, StoreError};
 use crate::subject::{Filter, Subject, SubjectError};
 use crate::topic::{Topic, CHANNEL_META, TOPIC_META};
 
 use group::{Group, GroupMember};
 use index::{Entry, Index};
 
+/// Records read from the store at a time while recovering a queue.
+const RECOVERY_CHUNK: usize = 4096;
 /// Metadata key prefix of retained messages.
 const RETAINED_META: &str = "retained/";
 /// Metadata key prefix of frontend state records ([`Router::save_state`]).
@@ -551,11 +553,19 @@ impl Router {
             }
         }
         for queue in store.queues().await? {
-            let records = store
-                .read(&queue, crate::store::Offset(0), usize::MAX)
-                .await?;
-            if let Some(target) = self.queue_for(&queue)? {
+            let Some(target) = self.queue_for(&queue)? else {
+                continue;
+            };
+            // In chunks: past mem_queue_size a queue keeps only offsets, so a large backlog
+            // never has to fit in memory at once.
+            let mut from = Offset(0);
+            loop {
+                let records = store.read(&queue, from, RECOVERY_CHUNK).await?;
+                let Some(&(last, _)) = records.last() else {
+                    break;
+                };
                 target.restore(records);
+                from = Offset(last.0 + 1);
             }
         }
         // A crash between "first channel created" and "buffer handed over" leaves messages in
