@@ -1,9 +1,11 @@
-//! Volatile groups: NATS queue groups, MQTT `$share/G/F`, ZMQ PULL/REP peers.
+//! Groups: NATS queue groups, MQTT `$share/G/F`, ZMQ PULL/REP peers.
 //!
-//! A group receives each matching message once and hands it to one member that has room in
-//! its outbox, starting the search at a rotating position so load spreads evenly. When no
-//! member has room the message goes to the next member in turn, whose overflow policy then
-//! applies (drop-and-count or slow-consumer disconnect).
+//! A group receives each matching message once and hands it to one member, starting the search
+//! at a rotating position so load spreads evenly. Members are session outboxes or durable
+//! queues (an MQTT persistent session keeps its share while offline). An outbox member with
+//! room comes first; otherwise a durable member takes the message (it buffers, never drops);
+//! otherwise the next outbox member in turn gets it and its overflow policy applies
+//! (drop-and-count or slow-consumer disconnect).
 //!
 //! # Invariants
 //! - Group identity is (filter, name): one group per pair, shared by every protocol.
@@ -16,16 +18,35 @@ use parking_lot::RwLock;
 
 use crate::envelope::Envelope;
 use crate::outbox::{Delivery, Offer, Sink};
+use crate::queue::DurableQueue;
 use crate::subject::Filter;
 
 use super::{Admission, SubscriptionId};
+
+/// Where a group member receives its messages.
+#[derive(Debug, Clone)]
+pub(crate) enum MemberTarget {
+    /// A session outbox (at most once).
+    Sink(Sink),
+    /// A durable queue (buffers while its session is away).
+    Queue(Arc<DurableQueue>),
+}
 
 /// One member of a group.
 #[derive(Debug, Clone)]
 pub(crate) struct GroupMember {
     pub(crate) id: SubscriptionId,
-    pub(crate) sink: Sink,
+    pub(crate) target: MemberTarget,
     pub(crate) admission: Admission,
+}
+
+/// How a group handed a message on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Handed {
+    /// Offered to an outbox.
+    Offered(Offer),
+    /// Put into a durable member's queue.
+    Queued,
 }
 
 /// A set of competing consumers on one filter.
@@ -62,7 +83,7 @@ impl Group {
     }
 
     /// Hands `msg` to one member. Returns `None` when no member may take it (all excluded).
-    pub(crate) fn deliver(&self, msg: &Arc<Envelope>) -> Option<Offer> {
+    pub(crate) fn deliver(&self, msg: &Arc<Envelope>) -> Option<Handed> {
         let members = self.members.read();
         let count = members.len();
         if count == 0 {
@@ -70,14 +91,25 @@ impl Group {
         }
         let start = self.next.fetch_add(1, Ordering::Relaxed) % count;
         let rotation = members.iter().cycle().skip(start).take(count);
-        let mut fallback = None;
+        let (mut durable, mut full) = (None, None);
         for member in rotation.filter(|m| m.admission.admits(msg)) {
-            if member.sink.has_room() {
-                return Some(member.sink.offer(delivery(msg, member.id)));
+            match &member.target {
+                MemberTarget::Sink(sink) if sink.has_room() => {
+                    return Some(Handed::Offered(sink.offer(delivery(msg, member.id))));
+                }
+                MemberTarget::Sink(sink) => {
+                    full.get_or_insert((sink, member.id));
+                }
+                MemberTarget::Queue(queue) => {
+                    durable.get_or_insert(queue);
+                }
             }
-            fallback.get_or_insert(member);
         }
-        fallback.map(|m| m.sink.offer(delivery(msg, m.id)))
+        if let Some(queue) = durable {
+            queue.put_nowait(msg.clone());
+            return Some(Handed::Queued);
+        }
+        full.map(|(sink, id)| Handed::Offered(sink.offer(delivery(msg, id))))
     }
 }
 

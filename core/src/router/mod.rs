@@ -41,7 +41,7 @@ use crate::store::{Offset, QueueName, Store, StoreError};
 use crate::subject::{Filter, Subject, SubjectError};
 use crate::topic::{Topic, CHANNEL_META, TOPIC_META};
 
-use group::{Group, GroupMember};
+use group::{Group, GroupMember, Handed, MemberTarget};
 use index::{Entry, Index};
 
 /// Records read from the store at a time while recovering a queue.
@@ -302,72 +302,90 @@ impl Router {
 
     /// Subscribes a session outbox: a plain subscription, or a member of `spec.group`.
     pub fn subscribe(&self, spec: SubscriptionSpec, sink: Sink) -> SubscriptionId {
-        let id = self.inner.next_id();
-        let admission = spec.admission();
-        let mut state = self.inner.state.write();
-        let kind = match spec.group {
+        match spec.group.clone() {
+            Some(name) => self.join_group(&spec, name, MemberTarget::Sink(sink)),
             None => {
-                let target = Target::Sink { sink, admission };
-                state.index.insert(&spec.filter, Entry { id, target });
-                SubKind::Plain
-            }
-            Some(name) => {
-                let key = (spec.filter.clone(), name.clone());
-                let group = match state.groups.get(&key) {
-                    Some(group) => group.clone(),
-                    None => {
-                        let entry_id = self.inner.next_id();
-                        let group = Arc::new(Group::new(spec.filter.clone(), name, entry_id));
-                        let entry = Entry {
-                            id: entry_id,
-                            target: Target::Group(group.clone()),
-                        };
-                        state.index.insert(&spec.filter, entry);
-                        state.groups.insert(key, group.clone());
-                        group
-                    }
-                };
-                group.join(GroupMember {
-                    id,
+                let target = Target::Sink {
                     sink,
-                    admission,
-                });
-                SubKind::Member(group)
+                    admission: spec.admission(),
+                };
+                self.insert(&spec.filter, target, SubKind::Plain)
             }
-        };
-        state.subs.insert(
-            id,
-            SubRecord {
-                filter: spec.filter.clone(),
-                kind,
-            },
-        );
-        drop(state);
-        self.inner.invalidate(&spec.filter);
-        id
+        }
     }
 
     /// Routes messages matching `spec.filter` into a durable queue (MQTT persistent session,
-    /// durable group). The queue's members receive them with acks.
+    /// durable group); with `spec.group`, the queue is a member of that group and keeps its
+    /// share of the group's messages while its session is away. The queue's members receive
+    /// them with acks.
     pub fn subscribe_queue(
         &self,
         spec: SubscriptionSpec,
         queue: Arc<DurableQueue>,
     ) -> SubscriptionId {
+        match spec.group.clone() {
+            Some(name) => self.join_group(&spec, name, MemberTarget::Queue(queue)),
+            None => {
+                let target = Target::Queue {
+                    queue,
+                    admission: spec.admission(),
+                };
+                self.insert(&spec.filter, target, SubKind::Queue)
+            }
+        }
+    }
+
+    /// Registers a plain target in the index.
+    fn insert(&self, filter: &Filter, target: Target, kind: SubKind) -> SubscriptionId {
         let id = self.inner.next_id();
-        let target = Target::Queue {
-            queue,
-            admission: spec.admission(),
-        };
         let mut state = self.inner.state.write();
-        state.index.insert(&spec.filter, Entry { id, target });
+        state.index.insert(filter, Entry { id, target });
         state.subs.insert(
             id,
             SubRecord {
-                filter: spec.filter.clone(),
-                kind: SubKind::Queue,
+                filter: filter.clone(),
+                kind,
             },
         );
+        drop(state);
+        self.inner.invalidate(filter);
+        id
+    }
+
+    /// Adds a member to the group (filter, name), creating and indexing the group if new.
+    fn join_group(
+        &self,
+        spec: &SubscriptionSpec,
+        name: Arc<str>,
+        target: MemberTarget,
+    ) -> SubscriptionId {
+        let id = self.inner.next_id();
+        let mut state = self.inner.state.write();
+        let key = (spec.filter.clone(), name.clone());
+        let group = match state.groups.get(&key) {
+            Some(group) => group.clone(),
+            None => {
+                let entry_id = self.inner.next_id();
+                let group = Arc::new(Group::new(spec.filter.clone(), name, entry_id));
+                let entry = Entry {
+                    id: entry_id,
+                    target: Target::Group(group.clone()),
+                };
+                state.index.insert(&spec.filter, entry);
+                state.groups.insert(key, group.clone());
+                group
+            }
+        };
+        group.join(GroupMember {
+            id,
+            target,
+            admission: spec.admission(),
+        });
+        let record = SubRecord {
+            filter: spec.filter.clone(),
+            kind: SubKind::Member(group),
+        };
+        state.subs.insert(id, record);
         drop(state);
         self.inner.invalidate(&spec.filter);
         id
@@ -602,7 +620,11 @@ fn deliver_now(id: SubscriptionId, target: &Target, msg: &Arc<Envelope>, routed:
             })
         }
         Target::Group(group) => match group.deliver(msg) {
-            Some(offer) => offer,
+            Some(Handed::Offered(offer)) => offer,
+            Some(Handed::Queued) => {
+                routed.queued += 1;
+                return;
+            }
             None => return,
         },
         Target::Queue { .. } | Target::Topic(_) => return,

@@ -415,3 +415,25 @@ async fn requests_only_members_skip_plain_publishes() {
     assert_eq!(r.publish(Arc::new(request)).delivered, 1);
     assert_eq!(drain(&mut out), ["rpc.x"]);
 }
+
+#[tokio::test]
+async fn durable_group_members_take_what_no_live_member_can() {
+    let r = router();
+    let queue = r.durable_queue("mqtt/offline");
+    let mut durable = SubscriptionSpec::new(Filter::new("jobs").unwrap(), origin(1));
+    durable.group = Some(Arc::from("g"));
+    r.subscribe_queue(durable, queue.clone());
+    // Only the durable member: it buffers every message.
+    for _ in 0..3 {
+        assert_eq!(r.publish(msg("jobs", 9)).queued, 1);
+    }
+    assert_eq!(queue.stats().depth, 3);
+    // A live member with room comes first.
+    let (sink, mut out) = outbox(8, Overflow::Drop);
+    let mut live = SubscriptionSpec::new(Filter::new("jobs").unwrap(), origin(2));
+    live.group = Some(Arc::from("g"));
+    r.subscribe(live, sink);
+    assert_eq!(r.publish(msg("jobs", 9)).delivered, 1);
+    assert_eq!(drain(&mut out), ["jobs"]);
+    assert_eq!(queue.stats().depth, 3);
+}

@@ -109,26 +109,26 @@ impl SessionState {
         format!("mqtt/{client_id}")
     }
 
-    /// Subscribes `filter` into the session's queue (non-shared) or leaves it to be registered
-    /// on connect (shared); `None` when the filter has no canonical form.
+    /// Subscribes `filter` (shared or not) into the session's queue; `None` when the filter has
+    /// no canonical form.
     fn restore_sub(&self, router: &Router, stored: &StoredSub) -> Option<Sub> {
         let (share, inner) = match parse_shared(&stored.filter).ok()? {
             Some((name, inner)) => (Some(Arc::<str>::from(name)), inner),
             None => (None, stored.filter.clone()),
         };
         let filter = filter_to_filter(&inner).ok()?;
-        let router_id = match (&share, &self.queue) {
-            (None, Some(queue)) => {
+        let router_id = match &self.queue {
+            Some(queue) => {
                 let spec = SubscriptionSpec {
                     filter: filter.clone(),
-                    group: None,
+                    group: share.clone(),
                     origin: self.origin(),
                     no_local: stored.options.no_local,
                     requests_only: false,
                 };
                 Some(router.subscribe_queue(spec, queue.clone()))
             }
-            _ => None,
+            None => None,
         };
         Some(Sub {
             options: stored.options,

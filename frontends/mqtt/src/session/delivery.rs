@@ -53,10 +53,15 @@ where
     }
 
     /// Highest granted QoS, Subscription Identifiers and Retain As Published over the
-    /// session's non-shared subscriptions that match `subject`.
-    fn match_options(&self, subject: &Subject) -> Option<(QoS, Vec<u32>, bool)> {
+    /// session's subscriptions that match `subject` (shared ones too when `with_shared`).
+    fn match_options(&self, subject: &Subject, with_shared: bool) -> Option<(QoS, Vec<u32>, bool)> {
         let mut found: Option<(QoS, Vec<u32>, bool)> = None;
-        for sub in self.session.subs.values().filter(|s| s.share.is_none()) {
+        for sub in self
+            .session
+            .subs
+            .values()
+            .filter(|s| with_shared || s.share.is_none())
+        {
             if !sub.filter.matches(subject) {
                 continue;
             }
@@ -74,7 +79,7 @@ where
 
     fn deliver_queued(&mut self, delivery: &Delivery) {
         let msg = &delivery.msg;
-        let Some((granted, sub_ids, rap)) = self.match_options(&msg.subject) else {
+        let Some((granted, sub_ids, rap)) = self.match_options(&msg.subject, true) else {
             self.finish_queued(&msg.id);
             return;
         };
@@ -145,7 +150,7 @@ where
                 self.recent.pop_front();
             }
             self.recent.push_back(msg.id);
-            let Some(found) = self.match_options(&msg.subject) else {
+            let Some(found) = self.match_options(&msg.subject, false) else {
                 return;
             };
             found

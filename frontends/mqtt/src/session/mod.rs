@@ -9,11 +9,12 @@
 //! finish():   DISCONNECT (5.0, on error) → detach queue → keep or discard the session → will
 //! ```
 //!
-//! Deliveries: a persistent session (expiry > 0) receives its non-shared subscriptions through
-//! its durable queue `mqtt/<client-id>` (credit = the client's window); a clean session and
-//! shared subscriptions receive through the outbox directly, QoS 1/2 ones waiting in a local
-//! queue (at most `max_queued_messages`) while the window is full. Each message is sent once
-//! per session, with the highest granted QoS and every matching Subscription Identifier.
+//! Deliveries: a persistent session (expiry > 0) receives all its subscriptions, `$share`
+//! ones included (the queue is the group member, so the session keeps its share while away),
+//! through its durable queue `mqtt/<client-id>` (credit = the client's window); a clean
+//! session receives through the outbox directly, QoS 1/2 ones waiting in a local queue (at
+//! most `max_queued_messages`) while the window is full. Each message is sent once per
+//! session, with the highest granted QoS and every matching Subscription Identifier.
 //!
 //! # Modules
 //! - this module: the socket, the read/write loop, packet dispatch, DISCONNECT and the end.
@@ -365,12 +366,9 @@ where
             self.broker.end_session(&mut self.session);
             None
         } else {
+            // Every subscription of a kept session (shares included) feeds its durable queue
+            // and stays registered while the client is away.
             self.broker.save_session(&self.session);
-            for sub in self.session.subs.values_mut().filter(|s| s.share.is_some()) {
-                if let Some(id) = sub.router_id.take() {
-                    self.broker.router.unsubscribe(id);
-                }
-            }
             Some(std::mem::replace(
                 &mut self.session,
                 SessionState::new("", 0),

@@ -81,9 +81,11 @@ where
             requests_only: false,
         };
         let router = &self.broker.router;
-        let router_id = match (&self.session.queue, &share) {
-            (Some(queue), None) => router.subscribe_queue(spec, queue.clone()),
-            _ => router.subscribe(spec, self.sink.clone()),
+        // A persistent session receives through its durable queue, shares included, so it
+        // keeps its share of a `$share` group's messages while offline.
+        let router_id = match &self.session.queue {
+            Some(queue) => router.subscribe_queue(spec, queue.clone()),
+            None => router.subscribe(spec, self.sink.clone()),
         };
         let sub = Sub {
             options,
