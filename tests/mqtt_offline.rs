@@ -1,5 +1,7 @@
-//! A persistent session's offline queue is capped at `max_queued_messages`: newer messages
-//! are dropped while it is full (mosquitto's behaviour), older ones are delivered on resume.
+//! Persistent sessions while their client is offline: the queue is capped at
+//! `max_queued_messages` (newer messages dropped while full, as mosquitto does, older ones
+//! delivered on resume), and a `$share` membership is kept, so the group's messages wait for
+//! the session (PROTOCOLS.md §6.3).
 
 mod common;
 
@@ -87,5 +89,45 @@ async fn offline_queue_keeps_the_oldest_max_queued_messages() {
         .expect("live")
         .expect("loop");
     assert_eq!(next, b"live", "nothing beyond the cap was queued");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn an_offline_persistent_member_keeps_its_share() {
+    let server = TestServer::start("").await;
+    let (member, _rx, mut acks) = connect(&server, "share-member").await;
+    ack(&mut acks).await;
+    member
+        .subscribe("$share/workers/jobs", QoS::AtLeastOnce)
+        .await
+        .expect("subscribe");
+    ack(&mut acks).await;
+    member.disconnect().await.expect("disconnect");
+
+    let (publisher, _prx, mut pub_acks) = connect(&server, "share-publisher").await;
+    ack(&mut pub_acks).await;
+    for i in 0..3 {
+        publisher
+            .publish("jobs", QoS::AtLeastOnce, false, format!("job-{i}"))
+            .await
+            .expect("pub");
+        ack(&mut pub_acks).await;
+    }
+
+    let (_member, mut rx, mut acks) = connect(&server, "share-member").await;
+    ack(&mut acks).await;
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        got.push(
+            tokio::time::timeout(STEP, rx.recv())
+                .await
+                .expect("queued")
+                .expect("loop"),
+        );
+    }
+    assert_eq!(
+        got,
+        [b"job-0".to_vec(), b"job-1".to_vec(), b"job-2".to_vec()]
+    );
     server.stop().await;
 }
