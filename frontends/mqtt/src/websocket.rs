@@ -243,6 +243,23 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn pings_are_answered_while_reading() {
+        let (mut server, mut client) = pair(Some("mqtt")).await.unwrap();
+        client
+            .send(Message::Ping(Bytes::from_static(b"hb")))
+            .await
+            .unwrap();
+        client
+            .send(Message::Binary(Bytes::from_static(&[0xc0, 0x00])))
+            .await
+            .unwrap();
+        let mut pingreq = [0u8; 2];
+        server.read_exact(&mut pingreq).await.unwrap();
+        let pong = client.next().await.unwrap().unwrap();
+        assert_eq!(pong, Message::Pong(Bytes::from_static(b"hb")));
+    }
+
+    #[tokio::test]
     async fn close_reads_as_end_of_stream() {
         let (mut server, mut client) = pair(None).await.unwrap();
         client.close(None).await.unwrap();
