@@ -36,11 +36,13 @@ pub mod session;
 pub mod sys;
 pub mod websocket;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use polymq_core::net::serve_tcp;
 use polymq_core::router::Router;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
 use broker::Broker;
@@ -64,12 +66,12 @@ pub async fn serve(
     let served = match websocket {
         Some(ws) => {
             let (tcp, ws) = tokio::join!(
-                serve_plain(broker.clone(), listener, shutdown.clone()),
-                serve_websocket(broker.clone(), ws, shutdown)
+                accept_loop(broker.clone(), listener, Transport::Tcp, shutdown.clone()),
+                accept_loop(broker.clone(), ws, Transport::WebSocket, shutdown)
             );
             tcp.and(ws)
         }
-        None => serve_plain(broker.clone(), listener, shutdown).await,
+        None => accept_loop(broker.clone(), listener, Transport::Tcp, shutdown).await,
     };
     // Every connection has handed its session back: let their records reach the store
     // before the binary persists and exits.
@@ -77,32 +79,21 @@ pub async fn serve(
     served
 }
 
-async fn serve_plain(
-    broker: Arc<Broker>,
-    listener: TcpListener,
-    shutdown: CancellationToken,
-) -> std::io::Result<()> {
-    let max_connections = broker.config.max_connections;
-    serve_tcp(
-        listener,
-        shutdown,
-        max_connections,
-        move |stream, peer, token| {
-            let broker = broker.clone();
-            async move {
-                let _ = stream.set_nodelay(true);
-                session::run(broker, stream, peer, token).await;
-            }
-        },
-    )
-    .await
+/// How a listener's connections carry MQTT.
+#[derive(Debug, Clone, Copy)]
+enum Transport {
+    /// MQTT bytes straight on TCP.
+    Tcp,
+    /// An HTTP upgrade, then MQTT in binary WebSocket messages.
+    WebSocket,
 }
 
-/// Accepts WebSocket upgrades; the upgrade must complete within `connect_timeout_ms`, which
-/// then also bounds the CONNECT as on the plain listener.
-async fn serve_websocket(
+/// Accepts connections on `listener` (at most `max_connections`, as mosquitto counts them
+/// per listener) and runs a session for each.
+async fn accept_loop(
     broker: Arc<Broker>,
     listener: TcpListener,
+    transport: Transport,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let max_connections = broker.config.max_connections;
@@ -113,14 +104,9 @@ async fn serve_websocket(
         move |stream, peer, token| {
             let broker = broker.clone();
             async move {
-                let _ = stream.set_nodelay(true);
-                let limit = std::time::Duration::from_millis(broker.config.connect_timeout_ms);
-                let max_packet =
-                    usize::try_from(broker.config.max_packet_size).unwrap_or(usize::MAX);
-                match tokio::time::timeout(limit, websocket::accept(stream, max_packet)).await {
-                    Ok(Ok(ws)) => session::run(broker, ws, peer, token).await,
-                    Ok(Err(err)) => tracing::debug!(%err, %peer, "WebSocket upgrade refused"),
-                    Err(_) => tracing::debug!(%peer, "WebSocket upgrade timed out"),
+                match transport {
+                    Transport::Tcp => session::run(broker, stream, peer, token).await,
+                    Transport::WebSocket => upgrade_then_run(broker, stream, peer, token).await,
                 }
             }
         },
@@ -128,5 +114,22 @@ async fn serve_websocket(
     .await
 }
 
+/// Answers the WebSocket upgrade within `connect_timeout_ms` (which then also bounds the
+/// CONNECT, as on the plain listener) and runs the session over it.
+async fn upgrade_then_run(
+    broker: Arc<Broker>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    shutdown: CancellationToken,
+) {
+    let limit = Duration::from_millis(broker.config.connect_timeout_ms);
+    let max_packet = usize::try_from(broker.config.max_packet_size).unwrap_or(usize::MAX);
+    match tokio::time::timeout(limit, websocket::accept(stream, max_packet)).await {
+        Ok(Ok(ws)) => session::run(broker, ws, peer, shutdown).await,
+        Ok(Err(err)) => tracing::debug!(%err, %peer, "WebSocket upgrade refused"),
+        Err(_) => tracing::debug!(%peer, "WebSocket upgrade timed out"),
+    }
+}
+
 /// Longest wait for session records at shutdown.
-const FLUSH_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+const FLUSH_WAIT: Duration = Duration::from_secs(5);
