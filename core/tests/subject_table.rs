@@ -39,7 +39,7 @@ fn subscribe(proto: Proto, filter: &str) -> Filter {
 /// Canonical subject → the name each protocol delivers under.
 fn deliver(proto: Proto, subject: &Subject) -> Option<String> {
     match proto {
-        Proto::Nats => Some(subject.to_string()),
+        Proto::Nats => subject.fits_nats().then(|| subject.to_string()),
         Proto::Mqtt => mqtt::subject_to_topic(subject),
         Proto::Nsq => nsq::subject_to_topic(subject),
         Proto::Zmtp | Proto::ZmtpMqtt => {
@@ -57,7 +57,7 @@ fn publish_names_to_canonical() {
         (Nats, "a..b", None),
         (Nats, "a.*", None),
         (Nats, "a.>", None),
-        (Nats, "a b", None),
+        (Nats, "a\tb", None),
         (Mqtt, "sensors/kitchen/temp", Some("sensors.kitchen.temp")),
         (Mqtt, "/a", Some("/.a")),
         (Mqtt, "a/", Some("a./")),
@@ -68,7 +68,8 @@ fn publish_names_to_canonical() {
         (Mqtt, "a/+", None),
         (Mqtt, "a/#", None),
         (Mqtt, "a\0", None),
-        (Mqtt, "a b", None),
+        (Mqtt, "living room/lamp", Some("living room.lamp")),
+        (Mqtt, "a\tb", None),
         (Mqtt, "a\x7f", None),
         (Mqtt, "", None),
         (Nsq, "jobs", Some("jobs")),
@@ -83,6 +84,7 @@ fn publish_names_to_canonical() {
         (Nsq, "#ephemeral", None),
         (Zmtp, "sensors.kitchen.temp", Some("sensors.kitchen.temp")),
         (Zmtp, "v1//2.x", Some("v1//2.x")),
+        (Zmtp, "10001 23 45", Some("10001 23 45")),
         (Zmtp, "a..b", None),
         (Zmtp, "", None),
         (
@@ -227,6 +229,7 @@ fn level() -> impl Strategy<Value = String> {
         Just("b".to_owned()),
         Just(".".to_owned()),
         Just("a.b".to_owned()),
+        Just("a b".to_owned()),
         Just("$".to_owned()),
         Just("$a".to_owned()),
     ]
