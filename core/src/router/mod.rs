@@ -291,13 +291,27 @@ impl Router {
             .collect())
     }
 
-    /// Waits for background store writes (metadata, retained messages, queue removals) to
-    /// finish; call before persisting at shutdown.
+    /// Waits for background store writes (metadata, retained messages, queue removals, and
+    /// the appends and releases queues have handed to their writers) to finish; call before
+    /// persisting at shutdown.
     pub async fn flush(&self) {
         let background = &self.inner.backing.background;
         background.close();
         background.wait().await;
         background.reopen();
+        let mut queues: Vec<Arc<DurableQueue>> = self
+            .inner
+            .queues
+            .iter()
+            .map(|q| q.value().clone())
+            .collect();
+        for topic in self.inner.topics.iter() {
+            queues.push(topic.buffer().clone());
+            queues.extend(topic.channels().into_iter().map(|(_, channel)| channel));
+        }
+        for queue in queues {
+            queue.flush_writes().await;
+        }
     }
 
     /// Subscribes a session outbox: a plain subscription, or a member of `spec.group`.
