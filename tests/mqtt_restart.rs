@@ -12,6 +12,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use common::{TestServer, STEP};
 use polymq_mqtt::frame::{self as mqtt, Ack, Codec, Connect, ProtocolVersion, Publish};
+use polymq_mqtt::persist::{self, StoredFlight};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -329,6 +330,26 @@ async fn publish_qos1(addr: SocketAddr, v: ProtocolVersion, topic: &str, bodies:
     assert_eq!(p.recv().await, None);
 }
 
+/// Waits (bounded) until the stored record of `client_id` satisfies `check`.
+async fn wait_for_record(
+    server: &TestServer,
+    client_id: &str,
+    check: impl Fn(&StoredFlight) -> bool,
+) {
+    let key = format!("mqtt/session/{client_id}");
+    for _ in 0..500 {
+        let records = server.router().load_state(&key).await.unwrap();
+        let stored = records.into_iter().find(|(k, _)| *k == key);
+        if let Some(session) = stored.and_then(|(_, value)| persist::decode(value)) {
+            if check(&session.flight) {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("record of {client_id} never matched");
+}
+
 /// Stops the broker gracefully and starts it again on the same directory.
 async fn restart(server: TestServer, dir: &Path) -> TestServer {
     server.stop().await;
@@ -471,6 +492,7 @@ async fn inbound_qos2_routed_once(v: ProtocolVersion) {
         let (_, server) = tokio::join!(p.until_closed(), stopping);
         server
     };
+    wait_for_record(&server, "once-pub", |flight| flight.inbound == [7]).await;
     let (mut p, present) = Raw::persistent(server.mqtt, v, "once-pub").await;
     assert!(present);
     p.publish("once/x", "exactly", mqtt::QoS::ExactlyOnce, 7, true)
@@ -482,6 +504,8 @@ async fn inbound_qos2_routed_once(v: ProtocolVersion) {
         Some(mqtt::Packet::PubComp(Ack::new(7))),
         "{v:?}"
     );
+    // The stored record forgets the completed id at once (a crash now must not keep it).
+    wait_for_record(&server, "once-pub", |flight| flight.inbound.is_empty()).await;
     // Once completed, the packet id is free again: a new message with it is routed.
     p.publish("once/x", "next", mqtt::QoS::ExactlyOnce, 7, false)
         .await;
