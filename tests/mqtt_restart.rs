@@ -1,15 +1,26 @@
-//! Retained messages survive a broker restart with the disk backend.
+//! What MQTT keeps across a broker restart with the disk backend: retained messages,
+//! persistent sessions with their subscriptions and queued messages, and their QoS 1/2 flows
+//! in flight (MQTT 5 §4.4: unacknowledged PUBLISHes again with their packet ids and DUP=1,
+//! PUBRELs again, inbound QoS 2 ids waiting for PUBREL still known), in 3.1.1 and 5.0.
 
 mod common;
 
+use std::net::SocketAddr;
+use std::path::Path;
 use std::time::Duration;
 
+use bytes::{Bytes, BytesMut};
 use common::{TestServer, STEP};
+use polymq_mqtt::frame::{self as mqtt, Ack, Codec, Connect, ProtocolVersion, Publish};
+use polymq_mqtt::persist::{self, StoredFlight};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 use tokio::time::timeout;
+use tokio_util::codec::Decoder;
 
 /// Publishes retained messages (QoS 1, waiting for PUBACK) and disconnects.
-async fn publish_retained(addr: std::net::SocketAddr, messages: &[(&str, &str)]) {
+async fn publish_retained(addr: SocketAddr, messages: &[(&str, &str)]) {
     let options = MqttOptions::new("restart-pub", addr.ip().to_string(), addr.port());
     let (client, mut eventloop) = AsyncClient::new(options, 16);
     for (topic, body) in messages {
@@ -30,11 +41,7 @@ async fn publish_retained(addr: std::net::SocketAddr, messages: &[(&str, &str)])
 }
 
 /// Subscribes and collects `count` retained messages as (topic, payload).
-async fn collect_retained(
-    addr: std::net::SocketAddr,
-    filter: &str,
-    count: usize,
-) -> Vec<(String, String)> {
+async fn collect_retained(addr: SocketAddr, filter: &str, count: usize) -> Vec<(String, String)> {
     let options = MqttOptions::new("restart-sub", addr.ip().to_string(), addr.port());
     let (client, mut eventloop) = AsyncClient::new(options, 16);
     client.subscribe(filter, QoS::AtLeastOnce).await.unwrap();
@@ -98,7 +105,7 @@ async fn retained_messages_survive_a_restart_on_disk() {
 }
 
 /// Connects a persistent 3.1.1 session; returns the client, its event loop and Session Present.
-async fn persistent(addr: std::net::SocketAddr) -> (AsyncClient, rumqttc::EventLoop, bool) {
+async fn persistent(addr: SocketAddr) -> (AsyncClient, rumqttc::EventLoop, bool) {
     let mut options = MqttOptions::new("restart-persist", addr.ip().to_string(), addr.port());
     options.set_clean_session(false);
     let (client, mut eventloop) = AsyncClient::new(options, 16);
@@ -110,7 +117,7 @@ async fn persistent(addr: std::net::SocketAddr) -> (AsyncClient, rumqttc::EventL
     }
 }
 
-async fn publish_acked(addr: std::net::SocketAddr, topic: &str, bodies: &[&str]) {
+async fn publish_acked(addr: SocketAddr, topic: &str, bodies: &[&str]) {
     let options = MqttOptions::new("restart-ctl", addr.ip().to_string(), addr.port());
     let (client, mut eventloop) = AsyncClient::new(options, 16);
     for body in bodies {
@@ -173,4 +180,354 @@ async fn persistent_session_survives_a_restart_on_disk() {
     })
     .await
     .expect("test timed out");
+}
+
+// ---- QoS 1/2 flows in flight across a restart (raw packets) --------------------------------
+
+const CONFIG: &str = "[mqtt]\nsys_interval_secs = 0\n";
+const VERSIONS: [ProtocolVersion; 2] = [ProtocolVersion::V311, ProtocolVersion::V5];
+
+/// A raw MQTT client speaking through the crate's codec.
+struct Raw {
+    stream: TcpStream,
+    codec: Codec,
+    buf: BytesMut,
+    v: ProtocolVersion,
+}
+
+impl Raw {
+    /// Connects a persistent session (3.1.1 CleanSession=0, 5.0 Session Expiry 300) and
+    /// returns it with Session Present.
+    async fn persistent(addr: SocketAddr, v: ProtocolVersion, id: &str) -> (Self, bool) {
+        let stream = timeout(STEP, TcpStream::connect(addr))
+            .await
+            .unwrap()
+            .unwrap();
+        let mut client = Self {
+            stream,
+            codec: Codec::with_version(v, usize::MAX),
+            buf: BytesMut::new(),
+            v,
+        };
+        let mut properties = mqtt::Properties::default();
+        if v.is_v5() {
+            properties.session_expiry_interval = Some(300);
+        }
+        let connect = Connect {
+            protocol: v,
+            clean_start: false,
+            keep_alive: 60,
+            properties,
+            client_id: id.to_owned(),
+            will: None,
+            username: None,
+            password: None,
+        };
+        client.send(mqtt::Packet::Connect(Box::new(connect))).await;
+        match client.recv().await {
+            Some(mqtt::Packet::ConnAck(ack)) if ack.code == 0 => (client, ack.session_present),
+            other => panic!("expected CONNACK 0, got {other:?}"),
+        }
+    }
+
+    async fn send(&mut self, packet: mqtt::Packet) {
+        let mut out = BytesMut::new();
+        packet.encode(&mut out, self.v).unwrap();
+        timeout(STEP, self.stream.write_all(&out))
+            .await
+            .unwrap()
+            .unwrap();
+    }
+
+    /// The next packet, or `None` once the broker closed the connection.
+    async fn recv(&mut self) -> Option<mqtt::Packet> {
+        timeout(STEP, self.recv_unbounded())
+            .await
+            .expect("no packet in time")
+    }
+
+    async fn recv_unbounded(&mut self) -> Option<mqtt::Packet> {
+        loop {
+            if let Some(packet) = self.codec.decode(&mut self.buf).unwrap() {
+                return Some(packet);
+            }
+            match self.stream.read_buf(&mut self.buf).await {
+                Ok(0) | Err(_) => return None,
+                Ok(_) => {}
+            }
+        }
+    }
+
+    async fn recv_publish(&mut self) -> Publish {
+        match self.recv().await {
+            Some(mqtt::Packet::Publish(p)) => p,
+            other => panic!("expected PUBLISH, got {other:?}"),
+        }
+    }
+
+    async fn subscribe(&mut self, filter: &str, qos: mqtt::QoS) {
+        let options = mqtt::SubscriptionOptions {
+            qos,
+            ..mqtt::SubscriptionOptions::default()
+        };
+        self.send(mqtt::Packet::Subscribe(mqtt::Subscribe {
+            packet_id: 1,
+            properties: mqtt::Properties::default(),
+            filters: vec![(filter.to_owned(), options)],
+        }))
+        .await;
+        assert!(matches!(
+            self.recv().await,
+            Some(mqtt::Packet::SubAck(mqtt::SubAck { packet_id: 1, .. }))
+        ));
+    }
+
+    async fn publish(&mut self, topic: &str, body: &str, qos: mqtt::QoS, pid: u16, dup: bool) {
+        self.send(mqtt::Packet::Publish(Publish {
+            dup,
+            qos,
+            retain: false,
+            topic: topic.to_owned(),
+            packet_id: pid,
+            properties: mqtt::Properties::default(),
+            payload: Bytes::copy_from_slice(body.as_bytes()),
+        }))
+        .await;
+    }
+
+    /// A PINGREQ round trip: everything sent before it has been handled.
+    async fn sync(&mut self) {
+        self.send(mqtt::Packet::PingReq).await;
+        assert_eq!(self.recv().await, Some(mqtt::Packet::PingResp));
+    }
+
+    /// Reads until the broker closes the connection (it is shutting down).
+    async fn until_closed(&mut self) {
+        while self.recv().await.is_some() {}
+    }
+
+    /// Asserts nothing arrives for a moment.
+    async fn expect_silence(&mut self) {
+        if let Ok(packet) = timeout(Duration::from_millis(300), self.recv_unbounded()).await {
+            panic!("unexpected packet {packet:?}");
+        }
+    }
+}
+
+/// Publishes QoS 1 messages from a clean session, each acknowledged.
+async fn publish_qos1(addr: SocketAddr, v: ProtocolVersion, topic: &str, bodies: &[&str]) {
+    let (mut p, _) = Raw::persistent(addr, v, "flight-pub").await;
+    for (pid, body) in (1..).zip(bodies) {
+        p.publish(topic, body, mqtt::QoS::AtLeastOnce, pid, false)
+            .await;
+        match p.recv().await {
+            Some(mqtt::Packet::PubAck(ack)) => assert_eq!(ack.packet_id, pid),
+            other => panic!("expected PUBACK, got {other:?}"),
+        }
+    }
+    p.send(mqtt::Packet::Disconnect(mqtt::Disconnect::default()))
+        .await;
+    assert_eq!(p.recv().await, None);
+}
+
+/// Waits (bounded) until the stored record of `client_id` satisfies `check`.
+async fn wait_for_record(
+    server: &TestServer,
+    client_id: &str,
+    check: impl Fn(&StoredFlight) -> bool,
+) {
+    let key = format!("mqtt/session/{client_id}");
+    for _ in 0..500 {
+        let records = server.router().load_state(&key).await.unwrap();
+        let stored = records.into_iter().find(|(k, _)| *k == key);
+        if let Some(session) = stored.and_then(|(_, value)| persist::decode(value)) {
+            if check(&session.flight) {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("record of {client_id} never matched");
+}
+
+/// Stops the broker gracefully and starts it again on the same directory.
+async fn restart(server: TestServer, dir: &Path) -> TestServer {
+    server.stop().await;
+    TestServer::start_disk(dir, CONFIG).await
+}
+
+fn body(p: &Publish) -> &[u8] {
+    &p.payload[..]
+}
+
+async fn qos1_in_flight_keeps_its_packet_id(v: ProtocolVersion) {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_disk(dir.path(), CONFIG).await;
+    let (mut c, _) = Raw::persistent(server.mqtt, v, "flight-q1").await;
+    c.subscribe("f/#", mqtt::QoS::AtLeastOnce).await;
+    publish_qos1(server.mqtt, v, "f/x", &["a", "b", "c"]).await;
+    let sent: Vec<Publish> = vec![
+        c.recv_publish().await,
+        c.recv_publish().await,
+        c.recv_publish().await,
+    ];
+    assert_eq!(
+        sent.iter().map(body).collect::<Vec<_>>(),
+        [b"a", b"b", b"c"]
+    );
+    // Only the middle one is acknowledged before the broker goes down.
+    c.send(mqtt::Packet::PubAck(Ack::new(sent[1].packet_id)))
+        .await;
+    c.sync().await;
+    let server = {
+        let stopping = restart(server, dir.path());
+        let (_, server) = tokio::join!(c.until_closed(), stopping);
+        server
+    };
+    publish_qos1(server.mqtt, v, "f/x", &["d"]).await;
+    let (mut c, present) = Raw::persistent(server.mqtt, v, "flight-q1").await;
+    assert!(present);
+    // The unacknowledged ones come first, in order, with their packet ids and DUP=1.
+    for old in [&sent[0], &sent[2]] {
+        let again = c.recv_publish().await;
+        assert_eq!(
+            (body(&again), again.packet_id, again.dup),
+            (body(old), old.packet_id, true),
+            "{v:?}"
+        );
+    }
+    let fresh = c.recv_publish().await;
+    assert_eq!((body(&fresh), fresh.dup), (&b"d"[..], false));
+    assert!(fresh.packet_id != sent[0].packet_id && fresh.packet_id != sent[2].packet_id);
+    for pid in [sent[0].packet_id, sent[2].packet_id, fresh.packet_id] {
+        c.send(mqtt::Packet::PubAck(Ack::new(pid))).await;
+    }
+    c.sync().await;
+    // Acknowledged now: nothing comes back after another restart.
+    drop(c);
+    let server = restart(server, dir.path()).await;
+    let (mut c, present) = Raw::persistent(server.mqtt, v, "flight-q1").await;
+    assert!(present);
+    c.expect_silence().await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn qos1_in_flight_keeps_its_packet_id_and_dup_across_a_restart() {
+    for v in VERSIONS {
+        timeout(
+            Duration::from_secs(60),
+            qos1_in_flight_keeps_its_packet_id(v),
+        )
+        .await
+        .expect("test timed out");
+    }
+}
+
+async fn pubrel_is_resent(v: ProtocolVersion) {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_disk(dir.path(), CONFIG).await;
+    let (mut c, _) = Raw::persistent(server.mqtt, v, "flight-q2").await;
+    c.subscribe("g/#", mqtt::QoS::ExactlyOnce).await;
+    let (mut p, _) = Raw::persistent(server.mqtt, v, "flight-q2-pub").await;
+    p.publish("g/x", "two", mqtt::QoS::ExactlyOnce, 3, false)
+        .await;
+    assert!(matches!(p.recv().await, Some(mqtt::Packet::PubRec(_))));
+    p.send(mqtt::Packet::PubRel(Ack::new(3))).await;
+    assert_eq!(p.recv().await, Some(mqtt::Packet::PubComp(Ack::new(3))));
+    drop(p);
+    let msg = c.recv_publish().await;
+    assert_eq!((body(&msg), msg.qos), (&b"two"[..], mqtt::QoS::ExactlyOnce));
+    c.send(mqtt::Packet::PubRec(Ack::new(msg.packet_id))).await;
+    assert_eq!(
+        c.recv().await,
+        Some(mqtt::Packet::PubRel(Ack::new(msg.packet_id)))
+    );
+    let server = {
+        let stopping = restart(server, dir.path());
+        let (_, server) = tokio::join!(c.until_closed(), stopping);
+        server
+    };
+    let (mut c, present) = Raw::persistent(server.mqtt, v, "flight-q2").await;
+    assert!(present);
+    // Only the PUBREL comes again, with the same packet id; never the PUBLISH.
+    assert_eq!(
+        c.recv().await,
+        Some(mqtt::Packet::PubRel(Ack::new(msg.packet_id))),
+        "{v:?}"
+    );
+    c.send(mqtt::Packet::PubComp(Ack::new(msg.packet_id))).await;
+    c.expect_silence().await;
+    drop(c);
+    // Completed: no PUBREL after another restart.
+    let server = restart(server, dir.path()).await;
+    let (mut c, present) = Raw::persistent(server.mqtt, v, "flight-q2").await;
+    assert!(present);
+    c.expect_silence().await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn pubrel_waiting_for_pubcomp_is_resent_after_a_restart() {
+    for v in VERSIONS {
+        timeout(Duration::from_secs(60), pubrel_is_resent(v))
+            .await
+            .expect("test timed out");
+    }
+}
+
+async fn inbound_qos2_routed_once(v: ProtocolVersion) {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_disk(dir.path(), CONFIG).await;
+    let (mut s, _) = Raw::persistent(server.mqtt, v, "once-sub").await;
+    s.subscribe("once/#", mqtt::QoS::AtLeastOnce).await;
+    drop(s);
+    let (mut p, _) = Raw::persistent(server.mqtt, v, "once-pub").await;
+    p.publish("once/x", "exactly", mqtt::QoS::ExactlyOnce, 7, false)
+        .await;
+    assert_eq!(p.recv().await, Some(mqtt::Packet::PubRec(Ack::new(7))));
+    // The broker goes down before PUBREL.
+    let server = {
+        let stopping = restart(server, dir.path());
+        let (_, server) = tokio::join!(p.until_closed(), stopping);
+        server
+    };
+    wait_for_record(&server, "once-pub", |flight| flight.inbound == [7]).await;
+    let (mut p, present) = Raw::persistent(server.mqtt, v, "once-pub").await;
+    assert!(present);
+    p.publish("once/x", "exactly", mqtt::QoS::ExactlyOnce, 7, true)
+        .await;
+    assert_eq!(p.recv().await, Some(mqtt::Packet::PubRec(Ack::new(7))));
+    p.send(mqtt::Packet::PubRel(Ack::new(7))).await;
+    assert_eq!(
+        p.recv().await,
+        Some(mqtt::Packet::PubComp(Ack::new(7))),
+        "{v:?}"
+    );
+    // The stored record forgets the completed id at once (a crash now must not keep it).
+    wait_for_record(&server, "once-pub", |flight| flight.inbound.is_empty()).await;
+    // Once completed, the packet id is free again: a new message with it is routed.
+    p.publish("once/x", "next", mqtt::QoS::ExactlyOnce, 7, false)
+        .await;
+    assert_eq!(p.recv().await, Some(mqtt::Packet::PubRec(Ack::new(7))));
+    p.send(mqtt::Packet::PubRel(Ack::new(7))).await;
+    assert_eq!(p.recv().await, Some(mqtt::Packet::PubComp(Ack::new(7))));
+    let (mut s, present) = Raw::persistent(server.mqtt, v, "once-sub").await;
+    assert!(present);
+    for expected in ["exactly", "next"] {
+        let got = s.recv_publish().await;
+        assert_eq!(body(&got), expected.as_bytes(), "{v:?}");
+        s.send(mqtt::Packet::PubAck(Ack::new(got.packet_id))).await;
+    }
+    s.expect_silence().await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn inbound_qos2_is_routed_once_across_a_restart() {
+    for v in VERSIONS {
+        timeout(Duration::from_secs(60), inbound_qos2_routed_once(v))
+            .await
+            .expect("test timed out");
+    }
 }

@@ -204,6 +204,8 @@ enum WriteCmd {
         done: Option<oneshot::Sender<Result<(), RouteError>>>,
     },
     Release(Offset),
+    /// Answered once every earlier command reached the store.
+    Flush(oneshot::Sender<()>),
 }
 
 /// The store behind queues and topics, and their background writes: metadata goes through
@@ -453,6 +455,16 @@ impl DurableQueue {
             // A durable queue never drops: finish the hand-off off the caller's path.
             let writer = writer.clone();
             tokio::spawn(async move { writer.send(cmd).await });
+        }
+    }
+
+    /// Waits until every append and release handed to the writer so far reached the store
+    /// (shutdown: a message acknowledged before it must not come back after a restart).
+    pub async fn flush_writes(&self) {
+        let Some(writer) = &self.writer else { return };
+        let (done, wait) = oneshot::channel();
+        if writer.send(WriteCmd::Flush(done)).await.is_ok() {
+            let _ = wait.await;
         }
     }
 
@@ -1041,6 +1053,7 @@ async fn writer_loop(
     while rx.recv_many(&mut cmds, WRITE_BATCH).await > 0 {
         let mut appends = Vec::new();
         let mut releases = Vec::new();
+        let mut flushed = Vec::new();
         for cmd in cmds.drain(..) {
             match cmd {
                 WriteCmd::Append {
@@ -1049,6 +1062,7 @@ async fn writer_loop(
                     done,
                 } => appends.push((ready, defer_until, done)),
                 WriteCmd::Release(offset) => releases.push(offset),
+                WriteCmd::Flush(done) => flushed.push(done),
             }
         }
         if !appends.is_empty() {
@@ -1088,6 +1102,9 @@ async fn writer_loop(
             if let Err(err) = store.release(&name, &releases).await {
                 tracing::error!(queue = %name, %err, "release failed");
             }
+        }
+        for done in flushed {
+            let _ = done.send(());
         }
     }
 }

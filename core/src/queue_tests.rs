@@ -358,3 +358,23 @@ async fn ephemeral_queues_drop_past_mem_queue_size() {
     );
     assert_eq!(q.dropped(), 1);
 }
+
+#[tokio::test]
+async fn flush_writes_waits_for_releases_handed_to_the_writer() {
+    let store = Arc::new(RecordingStore::default());
+    let backing = Backing::new(store.clone());
+    let q = DurableQueue::new(QueueName::new("acked"), &backing, short(), false);
+    let (m, mut out) = member(&q);
+    m.set_credit(2);
+    q.put(msg("a")).await.unwrap();
+    q.put(msg("b")).await.unwrap();
+    let ids: Vec<MessageId> = std::iter::from_fn(|| out.try_recv())
+        .map(|d| d.msg.id)
+        .collect();
+    assert_eq!(ids.len(), 2);
+    ids.iter().for_each(|id| m.fin(id).unwrap());
+    // The releases are only handed to the writer so far.
+    assert_eq!(store.queues.lock().len(), 2);
+    q.flush_writes().await;
+    assert!(store.queues.lock().is_empty());
+}

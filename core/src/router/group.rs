@@ -9,6 +9,8 @@
 //!
 //! # Invariants
 //! - Group identity is (filter, name): one group per pair, shared by every protocol.
+//! - A group never puts into a durable member itself: it names the queue and the router puts
+//!   the message there, waiting for the append when the publisher's ack depends on it.
 //! - A group with no members is removed from the index by the router.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -41,12 +43,12 @@ pub(crate) struct GroupMember {
 }
 
 /// How a group handed a message on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub(crate) enum Handed {
     /// Offered to an outbox.
     Offered(Offer),
-    /// Put into a durable member's queue.
-    Queued,
+    /// A durable member was chosen: the caller puts the message into its queue.
+    Queue(Arc<DurableQueue>),
 }
 
 /// A set of competing consumers on one filter.
@@ -106,8 +108,7 @@ impl Group {
             }
         }
         if let Some(queue) = durable {
-            queue.put_nowait(msg.clone());
-            return Some(Handed::Queued);
+            return Some(Handed::Queue(queue.clone()));
         }
         full.map(|(sink, id)| Handed::Offered(sink.offer(delivery(msg, id))))
     }

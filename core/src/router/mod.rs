@@ -291,13 +291,27 @@ impl Router {
             .collect())
     }
 
-    /// Waits for background store writes (metadata, retained messages, queue removals) to
-    /// finish; call before persisting at shutdown.
+    /// Waits for background store writes (metadata, retained messages, queue removals, and
+    /// the appends and releases queues have handed to their writers) to finish; call before
+    /// persisting at shutdown.
     pub async fn flush(&self) {
         let background = &self.inner.backing.background;
         background.close();
         background.wait().await;
         background.reopen();
+        let mut queues: Vec<Arc<DurableQueue>> = self
+            .inner
+            .queues
+            .iter()
+            .map(|q| q.value().clone())
+            .collect();
+        for topic in self.inner.topics.iter() {
+            queues.push(topic.buffer().clone());
+            queues.extend(topic.channels().into_iter().map(|(_, channel)| channel));
+        }
+        for queue in queues {
+            queue.flush_writes().await;
+        }
     }
 
     /// Subscribes a session outbox: a plain subscription, or a member of `spec.group`.
@@ -428,7 +442,12 @@ impl Router {
                     topic.put_nowait(&msg);
                     routed.queued += 1;
                 }
-                other => deliver_now(*id, other, &msg, &mut routed),
+                other => {
+                    if let Some(queue) = deliver_now(*id, other, &msg, &mut routed) {
+                        queue.put_nowait(msg.clone());
+                        routed.queued += 1;
+                    }
+                }
             }
         }
         self.inner.metrics.routed(&routed);
@@ -436,7 +455,8 @@ impl Router {
     }
 
     /// Routes a message and returns once every matched durable queue and topic accepted it
-    /// under the store's durability (NSQ `OK`, MQTT PUBACK/PUBREC).
+    /// under the store's durability (NSQ `OK`, MQTT PUBACK/PUBREC); a group's durable member
+    /// counts as matched when the group picks it.
     pub async fn publish_durable(&self, msg: Arc<Envelope>) -> Result<Routed, RouteError> {
         if let Some(stored) = self.inner.update_retained(&msg) {
             // A retained set or clear is part of what the publisher's ack promises.
@@ -456,7 +476,14 @@ impl Router {
                     topic.put(msg.clone()).await?;
                     routed.queued += 1;
                 }
-                other => deliver_now(*id, other, &msg, &mut routed),
+                other => {
+                    // A `$share` whose chosen member is a durable queue (an offline MQTT
+                    // session) is acknowledged only once that queue accepted the message.
+                    if let Some(queue) = deliver_now(*id, other, &msg, &mut routed) {
+                        queue.put(msg.clone()).await?;
+                        routed.queued += 1;
+                    }
+                }
             }
         }
         self.inner.metrics.routed(&routed);
@@ -607,11 +634,18 @@ impl Router {
     }
 }
 
-fn deliver_now(id: SubscriptionId, target: &Target, msg: &Arc<Envelope>, routed: &mut Routed) {
+/// Offers `msg` to an outbox or a group. Returns the durable queue a group chose instead,
+/// for the caller to put the message into (and count it).
+fn deliver_now(
+    id: SubscriptionId,
+    target: &Target,
+    msg: &Arc<Envelope>,
+    routed: &mut Routed,
+) -> Option<Arc<DurableQueue>> {
     let offer = match target {
         Target::Sink { sink, admission } => {
             if !admission.admits(msg) {
-                return;
+                return None;
             }
             sink.offer(Delivery {
                 msg: msg.clone(),
@@ -621,19 +655,17 @@ fn deliver_now(id: SubscriptionId, target: &Target, msg: &Arc<Envelope>, routed:
         }
         Target::Group(group) => match group.deliver(msg) {
             Some(Handed::Offered(offer)) => offer,
-            Some(Handed::Queued) => {
-                routed.queued += 1;
-                return;
-            }
-            None => return,
+            Some(Handed::Queue(queue)) => return Some(queue),
+            None => return None,
         },
-        Target::Queue { .. } | Target::Topic(_) => return,
+        Target::Queue { .. } | Target::Topic(_) => return None,
     };
     match offer {
         Offer::Queued => routed.delivered += 1,
         Offer::Dropped => routed.dropped += 1,
         Offer::Closed => {}
     }
+    None
 }
 
 impl RouterInner {

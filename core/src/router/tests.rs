@@ -1,6 +1,7 @@
 //! Router tests: behaviour tables and a proptest against a naive matcher.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -51,6 +52,49 @@ impl Store for NullStore {
         Ok(())
     }
 }
+
+/// A durable store that accepts appends until told to fail them.
+#[derive(Debug, Default)]
+struct FlakyStore {
+    fail: AtomicBool,
+}
+
+#[async_trait]
+impl Store for FlakyStore {
+    fn is_durable(&self) -> bool {
+        true
+    }
+    async fn append(&self, _: &QueueName, batch: &[Bytes]) -> Result<Vec<Offset>, StoreError> {
+        if self.fail.load(Ordering::Relaxed) {
+            return Err(StoreError::Full("test".into()));
+        }
+        NullStore.append(&QueueName::new("x"), batch).await
+    }
+    async fn read(&self, q: &QueueName, from: Offset, max: usize) -> StoreResult<Records> {
+        NullStore.read(q, from, max).await
+    }
+    async fn release(&self, _: &QueueName, _: &[Offset]) -> Result<(), StoreError> {
+        Ok(())
+    }
+    async fn remove_queue(&self, _: &QueueName) -> Result<(), StoreError> {
+        Ok(())
+    }
+    async fn queues(&self) -> Result<Vec<QueueName>, StoreError> {
+        Ok(Vec::new())
+    }
+    async fn put_meta(&self, _: &str, _: Option<Bytes>) -> Result<(), StoreError> {
+        Ok(())
+    }
+    async fn load_meta(&self, _: &str) -> Result<Vec<(String, Bytes)>, StoreError> {
+        Ok(Vec::new())
+    }
+    async fn persist(&self, _: PersistMode) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+type Records = Vec<(Offset, Bytes)>;
+type StoreResult<T> = Result<T, StoreError>;
 
 fn router() -> Router {
     Router::new(RouterConfig::default(), Arc::new(NullStore))
@@ -436,4 +480,22 @@ async fn durable_group_members_take_what_no_live_member_can() {
     assert_eq!(r.publish(msg("jobs", 9)).delivered, 1);
     assert_eq!(drain(&mut out), ["jobs"]);
     assert_eq!(queue.stats().depth, 3);
+}
+
+#[tokio::test]
+async fn durable_publish_waits_for_the_durable_group_member_it_picks() {
+    let store = Arc::new(FlakyStore::default());
+    let r = Router::new(RouterConfig::default(), store.clone());
+    let queue = r.durable_queue("mqtt/offline");
+    let mut durable = SubscriptionSpec::new(Filter::new("jobs").unwrap(), origin(1));
+    durable.group = Some(Arc::from("g"));
+    r.subscribe_queue(durable, queue.clone());
+    // Accepted: the message is in the queue by the time the publisher hears about it.
+    let routed = r.publish_durable(msg("jobs", 9)).await.unwrap();
+    assert_eq!(routed.queued, 1);
+    assert_eq!(queue.stats().depth, 1);
+    // Refused by the store: the publisher learns it instead of an ack.
+    store.fail.store(true, Ordering::Relaxed);
+    assert!(r.publish_durable(msg("jobs", 9)).await.is_err());
+    assert_eq!(queue.stats().depth, 1);
 }

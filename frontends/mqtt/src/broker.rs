@@ -15,6 +15,9 @@
 //! - The slot mutex is never held across an `.await`.
 //! - An offline persistent session keeps its queue subscriptions in the router: messages keep
 //!   arriving in its durable queue (`mqtt/<client-id>`) until it expires.
+//! - A stored session record never claims a flow in flight that has completed since: it holds
+//!   the full in-flight state only as written when the client detaches (or at shutdown), and
+//!   while connected only what was restored and has not completed yet.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -34,7 +37,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::frame::SubscriptionOptions;
 use crate::mapping::Message;
-use crate::persist::{self, StoredSession, StoredSub, SESSION_META};
+use crate::persist::{self, StoredFlight, StoredSession, StoredSub, SESSION_META};
 
 /// How long a new connection waits for the connection it takes over to let go.
 const TAKEOVER_WAIT: Duration = Duration::from_secs(5);
@@ -78,6 +81,8 @@ pub struct SessionState {
     pub inbound_qos2: HashSet<u16>,
     /// Next packet id to try.
     pub next_pid: u16,
+    /// The flows in flight as the store holds them for this session.
+    pub recorded: StoredFlight,
 }
 
 impl SessionState {
@@ -93,6 +98,59 @@ impl SessionState {
             pubrel: Vec::new(),
             inbound_qos2: HashSet::new(),
             next_pid: 1,
+            recorded: StoredFlight::default(),
+        }
+    }
+
+    /// A session read back from the store: its expiry and flows in flight (subscriptions are
+    /// restored separately, into its queue).
+    fn from_stored(client_id: &str, stored: &StoredSession) -> Self {
+        let flight = &stored.flight;
+        let mut session = Self::new(client_id, stored.expiry);
+        session.out_ids = flight.outgoing.iter().copied().collect();
+        session.pubrel.clone_from(&flight.pubrel);
+        session.inbound_qos2 = flight.inbound.iter().copied().collect();
+        session.next_pid = flight.next_pid.max(1);
+        session.recorded = flight.clone();
+        session
+    }
+
+    /// The flows in flight now.
+    fn flight(&self) -> StoredFlight {
+        let mut outgoing: Vec<(MessageId, u16)> =
+            self.out_ids.iter().map(|(id, pid)| (*id, *pid)).collect();
+        outgoing.sort_unstable_by_key(|(id, _)| *id);
+        let mut inbound: Vec<u16> = self.inbound_qos2.iter().copied().collect();
+        inbound.sort_unstable();
+        StoredFlight {
+            next_pid: self.next_pid,
+            outgoing,
+            pubrel: self.pubrel.clone(),
+            inbound,
+        }
+    }
+
+    /// Takes the flows in flight now as what the next record holds (the session detaches).
+    pub fn record_flight(&mut self) {
+        self.recorded = self.flight();
+    }
+
+    /// Forgets a completed inbound QoS 2 packet id from the record; true when it was there
+    /// (the record must be rewritten).
+    pub fn forget_inbound(&mut self, pid: u16) -> bool {
+        forget(&mut self.recorded.inbound, pid)
+    }
+
+    /// Forgets a completed PUBREL from the record; true when it was there.
+    pub fn forget_pubrel(&mut self, pid: u16) -> bool {
+        forget(&mut self.recorded.pubrel, pid)
+    }
+
+    /// Forgets an acknowledged queued message from the record. Not worth a rewrite: a stale
+    /// entry only reserves its packet id until the queue delivers past it.
+    pub fn forget_outgoing(&mut self, id: &MessageId) {
+        if !self.recorded.outgoing.is_empty() {
+            self.recorded.outgoing.retain(|(stored, _)| stored != id);
         }
     }
 
@@ -153,6 +211,7 @@ impl SessionState {
         StoredSession {
             expiry: self.expiry,
             subs,
+            flight: self.recorded.clone(),
         }
     }
 
@@ -168,6 +227,13 @@ impl SessionState {
             router.remove_queue(queue.name().as_str());
         }
     }
+}
+
+/// Removes `pid` from `pids`; true when it was there.
+fn forget(pids: &mut Vec<u16>, pid: u16) -> bool {
+    let before = pids.len();
+    pids.retain(|&p| p != pid);
+    pids.len() != before
 }
 
 /// A will waiting to be published, with its delay.
@@ -299,7 +365,7 @@ impl Broker {
                 tracing::warn!(%key, "skipping undecodable MQTT session");
                 continue;
             };
-            let mut session = SessionState::new(&client_id, stored.expiry);
+            let mut session = SessionState::from_stored(&client_id, &stored);
             session.queue = Some(self.session_queue(&client_id));
             for sub in &stored.subs {
                 if let Some(restored) = session.restore_sub(&self.router, sub) {
@@ -317,7 +383,8 @@ impl Broker {
         Ok(())
     }
 
-    /// Records a persistent session's subscriptions and expiry (durable stores only).
+    /// Records a persistent session's subscriptions, expiry and recorded flows in flight
+    /// (durable stores only).
     pub fn save_session(&self, session: &SessionState) {
         if session.queue.is_none() || session.expiry == 0 {
             return;

@@ -231,6 +231,7 @@ where
             connected_at_ns: now_ns(),
             offline_seen: 0,
             connect_expiry: plan.expiry,
+            replay: false,
         };
         conn.send_connack(session_present, &plan);
         conn.resume();
@@ -282,6 +283,7 @@ where
         if self.session.expiry > 0 && self.session.queue.is_none() {
             self.session.queue = Some(self.broker.session_queue(&self.session.client_id));
         }
+        self.replay = !self.session.out_ids.is_empty();
         self.broker.save_session(&self.session);
         if let Some(queue) = &self.session.queue {
             let member = queue.attach(self.sink.clone(), QUEUE_SUB);

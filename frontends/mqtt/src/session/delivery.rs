@@ -84,7 +84,12 @@ where
             return;
         };
         let qos = granted.min(from_core_qos(msg.qos));
-        if delivery.attempts <= 1
+        let reused = self.session.out_ids.get(&msg.id).copied();
+        if reused.is_none() {
+            self.end_replay();
+        }
+        if reused.is_none()
+            && delivery.attempts <= 1
             && msg.timestamp_ns < self.connected_at_ns
             && !self.admit_offline(qos)
         {
@@ -103,7 +108,6 @@ where
             self.finish_queued(&msg.id);
             return;
         }
-        let reused = self.session.out_ids.get(&msg.id).copied();
         out.dup = reused.is_some() || delivery.attempts > 1;
         out.packet_id = reused.unwrap_or_else(|| self.next_packet_id());
         if self.write_publish(msg, out.clone()) {
@@ -113,6 +117,22 @@ where
         } else {
             self.finish_queued(&msg.id);
         }
+    }
+
+    /// The queue delivers past the messages sent before: ids of messages it no longer holds
+    /// (acknowledged after the session record was written, or expired) are forgotten.
+    fn end_replay(&mut self) {
+        if !std::mem::take(&mut self.replay) {
+            return;
+        }
+        let inflight = &self.inflight;
+        let session = &mut self.session;
+        session.out_ids.retain(|_, pid| inflight.contains_key(pid));
+        let out_ids = &session.out_ids;
+        session
+            .recorded
+            .outgoing
+            .retain(|(id, _)| out_ids.contains_key(id));
     }
 
     /// The offline-queue rules for a message queued before this connection: QoS 0 only with
@@ -243,7 +263,9 @@ where
         for _ in 0..=u16::MAX {
             let pid = self.session.next_pid.max(1);
             self.session.next_pid = pid.checked_add(1).unwrap_or(1);
-            let busy = self.inflight.contains_key(&pid) || self.session.pubrel.contains(&pid);
+            let busy = self.inflight.contains_key(&pid)
+                || self.session.pubrel.contains(&pid)
+                || (self.replay && self.session.out_ids.values().any(|&p| p == pid));
             if !busy {
                 return pid;
             }
@@ -290,12 +312,17 @@ where
         let before = self.session.pubrel.len();
         self.session.pubrel.retain(|&p| p != pid);
         if self.session.pubrel.len() != before {
+            if self.session.forget_pubrel(pid) {
+                self.broker.save_session(&self.session);
+            }
             self.after_ack();
         }
     }
 
     fn finish_queued(&mut self, id: &MessageId) {
-        self.session.out_ids.remove(id);
+        if self.session.out_ids.remove(id).is_some() {
+            self.session.forget_outgoing(id);
+        }
         if let Some(member) = &self.member {
             let _ = member.fin(id);
         }

@@ -139,6 +139,10 @@ where
 
     pub(super) fn on_pubrel(&mut self, pid: u16) {
         let known = self.session.inbound_qos2.remove(&pid);
+        if known && self.session.forget_inbound(pid) {
+            // A stored id that completed must not outlive a crash: the client may reuse it.
+            self.broker.save_session(&self.session);
+        }
         let code = if known || !self.v.is_v5() {
             0
         } else {

@@ -6,8 +6,17 @@
 //!             → CONNACK → resend PUBRELs → attach the offline queue (redelivers unacked
 //!             PUBLISHes with DUP=1 and their packet ids, then queued messages)
 //! serve():    select! { shutdown | takeover | keep alive 1.5× | socket read | outbox }
-//! finish():   DISCONNECT (5.0, on error) → detach queue → keep or discard the session → will
+//! finish():   DISCONNECT (5.0, on error) → detach queue → keep (and store, with its flows
+//!             in flight) or discard the session → will
 //! ```
+//!
+//! Across a restart (disk backend) a persistent session keeps its flows in flight: the
+//! record written when the client detaches (and at shutdown, which detaches every client)
+//! holds the packet ids of unacknowledged queued PUBLISHes, the PUBRELs waiting for PUBCOMP
+//! and the inbound QoS 2 ids waiting for PUBREL. The queue keeps the unacknowledged messages
+//! first, in delivery order, so they go out again first, with their packet ids and DUP=1.
+//! While connected nothing is written per message: after a `kill -9` the record is the one
+//! written at CONNECT (or the last SUBSCRIBE / UNSUBSCRIBE), less what completed since.
 //!
 //! Deliveries: a persistent session (expiry > 0) receives all its subscriptions, `$share`
 //! ones included (the queue is the group member, so the session keeps its share while away),
@@ -196,6 +205,9 @@ struct Connection<S> {
     connected_at_ns: u64,
     offline_seen: usize,
     connect_expiry: u32,
+    /// Queued messages the session had sent before are being sent again: their packet ids
+    /// (`out_ids`) stay reserved until the queue delivers a message past them.
+    replay: bool,
 }
 
 impl<S> Connection<S>
@@ -367,7 +379,9 @@ where
             None
         } else {
             // Every subscription of a kept session (shares included) feeds its durable queue
-            // and stays registered while the client is away.
+            // and stays registered while the client is away; its flows in flight are stored
+            // with it, for a restart.
+            self.session.record_flight();
             self.broker.save_session(&self.session);
             Some(std::mem::replace(
                 &mut self.session,
