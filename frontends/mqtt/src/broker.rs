@@ -340,7 +340,6 @@ pub struct Broker {
     sessions: DashMap<String, Arc<Slot>>,
 }
 
-/// A write for the session metadata writer task.
 impl Broker {
     /// New listener state. Session records go through the router's ordered state writes.
     pub fn new(router: Router, config: &Config) -> Self {
