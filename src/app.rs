@@ -33,6 +33,8 @@ pub struct Addrs {
     pub nats: Option<SocketAddr>,
     /// MQTT.
     pub mqtt: Option<SocketAddr>,
+    /// MQTT over WebSocket, when `mqtt.websocket_listen` is set.
+    pub mqtt_websocket: Option<SocketAddr>,
     /// ZMTP (the main listener).
     pub zmtp: Option<SocketAddr>,
     /// Admin HTTP.
@@ -127,6 +129,13 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
     if config.mqtt.enabled {
         let (listener, addr) = bind("mqtt", &config.mqtt.listen).await?;
         addrs.mqtt = Some(addr);
+        let websocket = if config.mqtt.websocket_listen.is_empty() {
+            None
+        } else {
+            let (listener, addr) = bind("mqtt websocket", &config.mqtt.websocket_listen).await?;
+            addrs.mqtt_websocket = Some(addr);
+            Some(listener)
+        };
         let (router, cfg, stop) = (
             router.clone(),
             Arc::new(config.mqtt.clone()),
@@ -135,7 +144,7 @@ pub async fn start(config: Config) -> Result<Running, StartError> {
         tasks.spawn(async move {
             (
                 "mqtt",
-                polymq_mqtt::serve(listener, router, cfg, stop).await,
+                polymq_mqtt::serve(listener, websocket, router, cfg, stop).await,
             )
         });
     }

@@ -167,6 +167,39 @@ async fn nats_to_mqtt_and_back_with_topic_mapping() {
     server.stop().await;
 }
 
+/// MQTT topic names may hold spaces (mosquitto accepts them): MQTT subscribers get them, and
+/// NATS subscribers, whose `MSG` line cannot carry a space, skip them without harm.
+#[tokio::test]
+async fn mqtt_topic_with_a_space_reaches_mqtt_but_not_nats() {
+    let server = TestServer::start("").await;
+    let nc = nats(&server).await;
+    let mut nats_sub = nc.subscribe(">").await.expect("sub");
+    nc.flush().await.expect("flush");
+    let mut mqtt = Mqtt::connect(&server, "space-1").await;
+    mqtt.subscribe("living room/#").await;
+
+    for topic in ["living room/lamp", "hall/lamp"] {
+        mqtt.client
+            .publish(topic, QoS::AtLeastOnce, false, topic.as_bytes().to_vec())
+            .await
+            .expect("mqtt pub");
+    }
+    assert_eq!(
+        mqtt.next().await,
+        ("living room/lamp".into(), Bytes::from("living room/lamp"))
+    );
+    let m = tokio::time::timeout(STEP, nats_sub.next())
+        .await
+        .expect("nats message")
+        .expect("subscription open");
+    assert_eq!(
+        m.subject.as_str(),
+        "hall.lamp",
+        "the spaced subject was skipped"
+    );
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn mqtt_and_nats_reach_an_nsq_channel() {
     let server = TestServer::start("").await;

@@ -22,6 +22,7 @@ async fn run_suite(file: &str) {
         .args(["-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", &path])
         .env("INTEROP_NATS", server.nats.to_string())
         .env("INTEROP_MQTT", server.mqtt.to_string())
+        .env("INTEROP_MQTT_WS", server.mqtt_websocket.to_string())
         .env("INTEROP_NSQ_TCP", server.nsq_tcp.to_string())
         .env("INTEROP_NSQ_HTTP", server.nsq_http.to_string())
         .env("INTEROP_ZMTP", server.zmtp.to_string())

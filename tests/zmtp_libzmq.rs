@@ -110,6 +110,29 @@ async fn subject_only_messages_arrive_as_one_frame() {
     .unwrap();
 }
 
+/// The zguide weather-update pattern: one frame `"10001 23 45"`, filtered by the prefix
+/// `"10001 "`, passes through as through a libzmq proxy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zguide_single_frame_updates_are_prefix_filtered() {
+    timeout(STEP, async {
+        let server = TestServer::start("").await;
+        let ctx = zmq::Context::new();
+        let sub = socket(&ctx, zmq::SUB, server.zmtp);
+        sub.set_subscribe(b"10001 ").unwrap();
+        wait_for_subscriber(&server, "10001 1 1").await;
+        let xpub = socket(&ctx, zmq::XPUB, server.zmtp);
+        blocking(move || {
+            assert_eq!(xpub.recv_bytes(0).unwrap(), b"\x01");
+            xpub.send(&b"10002 40 10"[..], 0).unwrap();
+            xpub.send(&b"10001 23 45"[..], 0).unwrap();
+            assert_eq!(sub.recv_multipart(0).unwrap(), parts(&[b"10001 23 45"]));
+        })
+        .await;
+    })
+    .await
+    .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plain_pub_reaches_sub_once_subscribed() {
     timeout(STEP, async {

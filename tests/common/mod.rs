@@ -21,6 +21,7 @@ http_listen = "127.0.0.1:0"
 listen = "127.0.0.1:0"
 [mqtt]
 listen = "127.0.0.1:0"
+websocket_listen = "127.0.0.1:0"
 [zmtp]
 listen = "127.0.0.1:0"
 [admin]
@@ -36,6 +37,7 @@ pub const STEP: Duration = Duration::from_secs(10);
 pub struct TestServer {
     pub nats: SocketAddr,
     pub mqtt: SocketAddr,
+    pub mqtt_websocket: SocketAddr,
     pub nsq_tcp: SocketAddr,
     pub nsq_http: SocketAddr,
     pub zmtp: SocketAddr,
@@ -70,6 +72,7 @@ impl TestServer {
         Self {
             nats: a.nats.unwrap_or(missing),
             mqtt: a.mqtt.unwrap_or(missing),
+            mqtt_websocket: a.mqtt_websocket.unwrap_or(missing),
             nsq_tcp: a.nsq_tcp.unwrap_or(missing),
             nsq_http: a.nsq_http.unwrap_or(missing),
             zmtp: a.zmtp.unwrap_or(missing),

@@ -1,6 +1,7 @@
 """paho-mqtt (MQTT 3.1.1 and 5.0) against polymq's MQTT listener.
 
-The broker address comes from INTEROP_MQTT (host:port). Every wait is bounded.
+The broker address comes from INTEROP_MQTT (host:port), the MQTT-over-WebSocket listener from
+INTEROP_MQTT_WS. Every wait is bounded.
 """
 
 import os
@@ -15,6 +16,8 @@ from paho.mqtt.properties import Properties
 
 HOST, PORT = os.environ.get("INTEROP_MQTT", "127.0.0.1:1883").rsplit(":", 1)
 PORT = int(PORT)
+WS_HOST, WS_PORT = os.environ.get("INTEROP_MQTT_WS", "127.0.0.1:8080").rsplit(":", 1)
+WS_PORT = int(WS_PORT)
 WAIT = 10
 
 VERSIONS = [mqtt.MQTTv311, mqtt.MQTTv5]
@@ -27,9 +30,15 @@ def unique(prefix):
 class Client:
     """A paho client running its network loop in a thread; messages land in a queue."""
 
-    def __init__(self, protocol, client_id=None, clean=True, expiry=None, will=None):
+    def __init__(
+        self, protocol, client_id=None, clean=True, expiry=None, will=None, transport="tcp"
+    ):
         self.protocol = protocol
-        kwargs = {"client_id": client_id or unique("c"), "protocol": protocol}
+        kwargs = {
+            "client_id": client_id or unique("c"),
+            "protocol": protocol,
+            "transport": transport,
+        }
         if protocol != mqtt.MQTTv5:
             kwargs["clean_session"] = clean
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, **kwargs)
@@ -48,7 +57,8 @@ class Client:
                 props = Properties(PacketTypes.CONNECT)
                 props.SessionExpiryInterval = expiry
                 connect_kwargs["properties"] = props
-        self.client.connect(HOST, PORT, keepalive=30, **connect_kwargs)
+        host, port = (WS_HOST, WS_PORT) if transport == "websockets" else (HOST, PORT)
+        self.client.connect(host, port, keepalive=30, **connect_kwargs)
         self.client.loop_start()
         self.flags, self.reason = self.connacks.get(timeout=WAIT)
         assert not self.reason.is_failure, self.reason
@@ -103,6 +113,30 @@ def test_publish_subscribe_every_qos(protocol):
         assert not msg.retain
     sub.disconnect()
     pub.disconnect()
+
+
+@pytest.mark.parametrize("protocol", VERSIONS)
+def test_websocket_clients_talk_to_tcp_clients(protocol):
+    ws = Client(protocol, transport="websockets")
+    tcp = Client(protocol)
+    topic = unique("interop/ws") + "/living room"
+    ws.subscribe(topic + "/#", 2)
+    tcp.subscribe(topic + "/#", 2)
+    for qos in (0, 1, 2):
+        tcp.publish(f"{topic}/from-tcp", f"t{qos}".encode(), qos)
+        msg = ws.recv()
+        assert (msg.topic, msg.payload, msg.qos) == (f"{topic}/from-tcp", f"t{qos}".encode(), qos)
+        assert tcp.recv().payload == f"t{qos}".encode()
+        ws.publish(f"{topic}/from-ws", f"w{qos}".encode(), qos)
+        msg = tcp.recv()
+        assert (msg.topic, msg.payload, msg.qos) == (f"{topic}/from-ws", f"w{qos}".encode(), qos)
+        assert ws.recv().payload == f"w{qos}".encode()
+    big = bytes(range(256)) * 1024
+    tcp.publish(f"{topic}/big", big, 1)
+    assert ws.recv().payload == big
+    assert tcp.recv().payload == big
+    ws.disconnect()
+    tcp.disconnect()
 
 
 @pytest.mark.parametrize("protocol", VERSIONS)

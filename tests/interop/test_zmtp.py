@@ -249,7 +249,7 @@ def test_req_without_responder_gets_error_reply(ctx):
     req.send_multipart([unique("nobody").encode(), b"?"])
     assert req.recv_multipart() == [b"$ERR", b"503", b"No Responders"]
     # Exactly one reply: the REQ can send again at once.
-    req.send_multipart([b"bad subject", b"?"])
+    req.send_multipart([b"bad..subject", b"?"])
     assert req.recv_multipart() == [b"$ERR", b"400", b"Bad Request"]
 
 

@@ -4,12 +4,17 @@
 //! `.`. Two reserved spellings make MQTT names round-trip losslessly (the nats-server MQTT rules):
 //! the token `/` is an empty MQTT level and `//` inside a token is a literal `.`.
 //!
+//! One departure from NATS syntax: a token may hold a space (0x20). MQTT topic names may
+//! (mosquitto accepts `$SYS/broker/retained messages/count`) and so may ZMQ topic frames
+//! (`"10001 23 45"`), but a NATS control line cannot carry one, so such a subject is simply not
+//! delivered to NATS clients ([`Subject::fits_nats`]). Every other whitespace stays invalid.
+//!
 //! A [`Filter`] is either a token pattern (`*` = one token, `>` = one or more trailing tokens) or
 //! a ZMQ byte prefix over the joined canonical string.
 //!
 //! # Invariants
-//! - A [`Subject`] is valid canonical text: no empty token, no whitespace, no NUL, no 0x7F, no
-//!   wildcard token, at most [`MAX_SUBJECT_LEN`] bytes.
+//! - A [`Subject`] is valid canonical text: no empty token, no whitespace other than the space,
+//!   no NUL, no 0x7F, no wildcard token, at most [`MAX_SUBJECT_LEN`] bytes.
 //! - A token [`Filter`] has `>` only as its last token; `*` and `>` only as whole tokens.
 //! - Leading wildcards (`*`, `>`, prefix not starting with `$`) never match a subject whose first
 //!   token starts with `$`, on every protocol.
@@ -45,7 +50,7 @@ pub enum SubjectError {
     /// A token is empty (`a..b`, `.a`, `a.`).
     #[error("empty token in subject")]
     EmptyToken,
-    /// Whitespace, NUL or DEL inside the name.
+    /// Whitespace other than the space, NUL or DEL inside the name.
     #[error("invalid character {0:#04x} in subject")]
     InvalidChar(u32),
     /// A wildcard where only a literal subject is allowed.
@@ -62,10 +67,10 @@ pub enum SubjectError {
     NotRepresentable,
 }
 
-/// Checks one byte of a token: no whitespace, NUL or DEL.
+/// Checks one byte of a token: no whitespace but the space, no NUL or DEL.
 fn check_byte(b: u8) -> Result<(), SubjectError> {
     match b {
-        b' ' | b'\t' | b'\r' | b'\n' | 0x0c | 0 | 0x7f => Err(SubjectError::InvalidChar(b.into())),
+        b'\t' | b'\r' | b'\n' | 0x0c | 0 | 0x7f => Err(SubjectError::InvalidChar(b.into())),
         _ => Ok(()),
     }
 }
@@ -115,6 +120,12 @@ impl Subject {
     /// The tokens of the subject, in order.
     pub fn tokens(&self) -> std::str::Split<'_, char> {
         self.0.split('.')
+    }
+
+    /// True when a NATS `MSG` line can carry the subject: it holds no space (NATS splits its
+    /// control lines on whitespace).
+    pub fn fits_nats(&self) -> bool {
+        !self.0.as_bytes().contains(&b' ')
     }
 
     /// True when the first token starts with `$` (broker namespace, not matched by leading
@@ -287,7 +298,8 @@ mod tests {
         assert_eq!(Subject::new("a..b"), Err(SubjectError::EmptyToken));
         assert_eq!(Subject::new(".a"), Err(SubjectError::EmptyToken));
         assert_eq!(Subject::new("a."), Err(SubjectError::EmptyToken));
-        assert_eq!(Subject::new("a b"), Err(SubjectError::InvalidChar(0x20)));
+        assert!(Subject::new("a b.c").is_ok_and(|s| !s.fits_nats()));
+        assert!(Subject::new("a.b").is_ok_and(|s| s.fits_nats()));
         assert_eq!(Subject::new("a\tb"), Err(SubjectError::InvalidChar(0x09)));
         assert_eq!(Subject::new("a.*"), Err(SubjectError::Wildcard));
         assert_eq!(Subject::new(">"), Err(SubjectError::Wildcard));

@@ -93,6 +93,7 @@ mod tests {
             "/./",
             "v1//2.x",
             "jobs#ephemeral",
+            "10001 23 45",
         ] {
             assert_eq!(
                 frame_to_subject(ok.as_bytes(), TopicSyntax::Nats),
@@ -100,12 +101,12 @@ mod tests {
             );
         }
         let cases: [(&[u8], SubjectError); 7] = [
+            (b"a\tb", SubjectError::InvalidChar(0x09)),
             (b"", SubjectError::Empty),
             (b"a..b", SubjectError::EmptyToken),
             (b"a.", SubjectError::EmptyToken),
             (b"a.*", SubjectError::Wildcard),
-            (b"a b", SubjectError::InvalidChar(0x20)),
-            (b"a/b c", SubjectError::InvalidChar(0x20)),
+            (b"a\nb", SubjectError::InvalidChar(0x0a)),
             (
                 b"\xff\xfe",
                 SubjectError::Invalid("topic frame is not UTF-8"),

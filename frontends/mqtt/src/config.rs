@@ -31,6 +31,9 @@ pub struct Config {
     pub enabled: bool,
     /// Listener address.
     pub listen: String,
+    /// MQTT over WebSocket listener address (subprotocol `mqtt`); empty = not served, as a
+    /// mosquitto `listener … protocol websockets` that is not configured.
+    pub websocket_listen: String,
     /// Largest packet accepted from a client, fixed header included (advertised to 5.0
     /// clients as Maximum Packet Size). mosquitto: `max_packet_size`.
     pub max_packet_size: u32,
@@ -73,6 +76,7 @@ impl Default for Config {
         Self {
             enabled: true,
             listen: "0.0.0.0:1883".into(),
+            websocket_listen: String::new(),
             max_packet_size: 16 * 1024 * 1024,
             max_queued_messages: 1000,
             queue_qos0: false,

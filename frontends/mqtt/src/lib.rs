@@ -11,6 +11,7 @@
 //! - [`sys`]: the `$SYS/broker/...` publisher.
 //! - [`persist`]: the stored form of persistent sessions (store metadata
 //!   `mqtt/session/<client-id>`), so they survive a restart with the disk backend.
+//! - [`websocket`]: MQTT over WebSocket: the upgrade and a byte stream over binary messages.
 //! - [`error`]: why a session ends and the DISCONNECT reason code a 5.0 client gets.
 //! - [`config`]: the `[mqtt]` section of config.toml.
 //!
@@ -33,6 +34,7 @@ pub mod mapping;
 pub mod persist;
 pub mod session;
 pub mod sys;
+pub mod websocket;
 
 use std::sync::Arc;
 
@@ -43,9 +45,11 @@ use tokio_util::sync::CancellationToken;
 
 use broker::Broker;
 
-/// Serves MQTT on `listener` until `shutdown` is cancelled.
+/// Serves MQTT on `listener`, and MQTT over WebSocket on `websocket` if given, until
+/// `shutdown` is cancelled. Both share one session registry.
 pub async fn serve(
     listener: TcpListener,
+    websocket: Option<TcpListener>,
     router: Router,
     config: Arc<config::Config>,
     shutdown: CancellationToken,
@@ -57,25 +61,71 @@ pub async fn serve(
     if broker.config.sys_interval_secs > 0 {
         tokio::spawn(sys::publish_loop(broker.clone(), shutdown.clone()));
     }
+    let served = match websocket {
+        Some(ws) => {
+            let (tcp, ws) = tokio::join!(
+                serve_plain(broker.clone(), listener, shutdown.clone()),
+                serve_websocket(broker.clone(), ws, shutdown)
+            );
+            tcp.and(ws)
+        }
+        None => serve_plain(broker.clone(), listener, shutdown).await,
+    };
+    // Every connection has handed its session back: let their records reach the store
+    // before the binary persists and exits.
+    let _ = tokio::time::timeout(FLUSH_WAIT, broker.flush_sessions()).await;
+    served
+}
+
+async fn serve_plain(
+    broker: Arc<Broker>,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
     let max_connections = broker.config.max_connections;
-    let accepting = broker.clone();
-    let served = serve_tcp(
+    serve_tcp(
         listener,
         shutdown,
         max_connections,
         move |stream, peer, token| {
-            let broker = accepting.clone();
+            let broker = broker.clone();
             async move {
                 let _ = stream.set_nodelay(true);
                 session::run(broker, stream, peer, token).await;
             }
         },
     )
-    .await;
-    // Every connection has handed its session back: let their records reach the store
-    // before the binary persists and exits.
-    let _ = tokio::time::timeout(FLUSH_WAIT, broker.flush_sessions()).await;
-    served
+    .await
+}
+
+/// Accepts WebSocket upgrades; the upgrade must complete within `connect_timeout_ms`, which
+/// then also bounds the CONNECT as on the plain listener.
+async fn serve_websocket(
+    broker: Arc<Broker>,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let max_connections = broker.config.max_connections;
+    serve_tcp(
+        listener,
+        shutdown,
+        max_connections,
+        move |stream, peer, token| {
+            let broker = broker.clone();
+            async move {
+                let _ = stream.set_nodelay(true);
+                let limit = std::time::Duration::from_millis(broker.config.connect_timeout_ms);
+                let max_packet =
+                    usize::try_from(broker.config.max_packet_size).unwrap_or(usize::MAX);
+                match tokio::time::timeout(limit, websocket::accept(stream, max_packet)).await {
+                    Ok(Ok(ws)) => session::run(broker, ws, peer, token).await,
+                    Ok(Err(err)) => tracing::debug!(%err, %peer, "WebSocket upgrade refused"),
+                    Err(_) => tracing::debug!(%peer, "WebSocket upgrade timed out"),
+                }
+            }
+        },
+    )
+    .await
 }
 
 /// Longest wait for session records at shutdown.

@@ -13,7 +13,9 @@
 //! # Semantics
 //! - Subjects are canonical as they are; `*` and `>` are the core's wildcards. Queue groups are
 //!   core groups (shared with NSQ channels, MQTT `$share` and ZMQ PULL groups of the same
-//!   filter and name). `echo:false` is the core's no-local.
+//!   filter and name). `echo:false` is the core's no-local. A subject or reply subject holding
+//!   a space (MQTT and ZMTP names may) cannot be written in a `MSG` line: it is not delivered
+//!   and counted as dropped.
 //! - Delivery is at most once. A request (PUB with reply-to) that reaches no subscriber gets
 //!   the 503 no-responders status when the client asked for it.
 //!

@@ -670,9 +670,15 @@ impl Session {
         Ok(())
     }
 
-    /// Appends one delivery; `None` when its subscription is gone.
+    /// Appends one delivery; `None` when its subscription is gone or a `MSG` line cannot carry
+    /// its subject or reply subject (a space, from MQTT or ZMTP: dropped and counted).
     fn deliver(&mut self, delivery: &Delivery) -> Option<usize> {
         let sub = self.subs.get(&delivery.sub)?;
+        let msg = &delivery.msg;
+        if !msg.subject.fits_nats() || msg.reply_to.as_ref().is_some_and(|r| !r.fits_nats()) {
+            self.metrics.dropped(Protocol::Nats, 1);
+            return None;
+        }
         let delivered = sub.meta.msgs.fetch_add(1, Ordering::Relaxed) + 1;
         let max = sub.max;
         if max > 0 && delivered > max {
