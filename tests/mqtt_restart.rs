@@ -456,10 +456,16 @@ async fn pubrel_is_resent(v: ProtocolVersion) {
         Some(mqtt::Packet::PubRel(Ack::new(msg.packet_id))),
         "{v:?}"
     );
+    // A new message ends the replay; the PUBREL'd one still completes on its PUBCOMP.
+    publish_qos1(server.mqtt, v, "g/y", &["three"]).await;
+    let next = c.recv_publish().await;
+    assert_eq!((body(&next), next.dup), (&b"three"[..], false));
+    assert_ne!(next.packet_id, msg.packet_id);
+    c.send(mqtt::Packet::PubAck(Ack::new(next.packet_id))).await;
     c.send(mqtt::Packet::PubComp(Ack::new(msg.packet_id))).await;
     c.expect_silence().await;
     drop(c);
-    // Completed: no PUBREL after another restart.
+    // Completed: no PUBREL nor PUBLISH after another restart.
     let server = restart(server, dir.path()).await;
     let (mut c, present) = Raw::persistent(server.mqtt, v, "flight-q2").await;
     assert!(present);

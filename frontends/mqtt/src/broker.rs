@@ -274,6 +274,10 @@ pub struct Stats {
     pub pub_bytes_received: AtomicU64,
     /// Payload bytes of PUBLISH packets sent.
     pub pub_bytes_sent: AtomicU64,
+    /// Connections accepted (`$SYS/broker/load/sockets`).
+    pub sockets: AtomicU64,
+    /// CONNECTs accepted (`$SYS/broker/load/connections`).
+    pub connections: AtomicU64,
 }
 
 impl Stats {
@@ -283,6 +287,7 @@ impl Stats {
     }
 
     fn client_connected(&self) {
+        self.connections.fetch_add(1, Ordering::Relaxed);
         let now = self.connected.fetch_add(1, Ordering::Relaxed) + 1;
         self.maximum.fetch_max(now, Ordering::Relaxed);
     }
@@ -421,6 +426,21 @@ impl Broker {
     /// Sessions known (connected or offline persistent).
     pub fn session_count(&self) -> usize {
         self.sessions.len()
+    }
+
+    /// Messages held in persistent sessions' queues: ready, deferred and in flight.
+    pub fn queued_messages(&self) -> usize {
+        self.sessions
+            .iter()
+            .filter_map(|e| {
+                self.router
+                    .get_durable_queue(&SessionState::queue_name(e.key()))
+            })
+            .map(|q| {
+                let stats = q.stats();
+                stats.depth + stats.deferred + stats.in_flight
+            })
+            .sum()
     }
 
     /// Takes ownership of `client_id`, kicking (and waiting for) the current owner.

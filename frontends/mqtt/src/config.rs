@@ -43,8 +43,8 @@ pub struct Config {
     /// Queue QoS 0 messages for offline persistent sessions too. mosquitto:
     /// `queue_qos0_messages`.
     pub queue_qos0: bool,
-    /// QoS 1/2 messages in flight to a 3.1.1 client at once (a 5.0 client's own Receive
-    /// Maximum applies to it). mosquitto: `max_inflight_messages`.
+    /// QoS 1/2 messages in flight to a client at once, unless a 5.0 client sends its own
+    /// Receive Maximum. mosquitto: `max_inflight_messages`.
     pub max_inflight: u16,
     /// Receive Maximum advertised to 5.0 clients: QoS 1/2 PUBLISHes they may have
     /// unacknowledged towards the broker.

@@ -190,11 +190,9 @@ where
         let config = &broker.config;
         let (sink, outbox) = outbox(config.max_queued_messages.max(64), Overflow::Drop);
         let props = &connect.properties;
-        let window = if v.is_v5() {
-            usize::from(props.receive_maximum.unwrap_or(u16::MAX))
-        } else {
-            usize::from(config.max_inflight)
-        };
+        // mosquitto keeps `max_inflight_messages` for a 5.0 client that sends no Receive
+        // Maximum (the spec's default of 65535 is only an upper bound).
+        let window = usize::from(props.receive_maximum.unwrap_or(config.max_inflight));
         let will = connect.will.map(|w| PendingWill {
             delay: w.properties.will_delay_interval.unwrap_or(0),
             message: Message {
@@ -262,10 +260,14 @@ where
         self.send(&Packet::ConnAck(ack));
     }
 
-    /// Resends PUBRELs, re-registers shared subscriptions and attaches the offline queue.
+    /// Resends the PUBRELs of direct deliveries, re-registers shared subscriptions and
+    /// attaches the offline queue, which hands back its in-flight messages in the order they
+    /// were first sent (PUBLISH with DUP=1, or PUBREL once PUBREC'd), then queued ones.
     fn resume(&mut self) {
         for pid in self.session.pubrel.clone() {
-            self.send(&Packet::PubRel(Ack::new(pid)));
+            if !self.is_queued_pubrel(pid) {
+                self.send(&Packet::PubRel(Ack::new(pid)));
+            }
         }
         let origin = self.session.origin();
         for sub in self.session.subs.values_mut() {

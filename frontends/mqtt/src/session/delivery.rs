@@ -4,6 +4,9 @@
 //!
 //! # Invariants
 //! - QoS 1/2 PUBLISHes in flight never exceed the window.
+//! - A queued QoS 2 message stays in flight in the durable queue until PUBCOMP: on resume
+//!   the queue hands it back in its original place and it is resent as PUBREL, so PUBLISHes
+//!   and PUBRELs go out again in the order they were first sent (mosquitto's in-flight list).
 
 use std::sync::Arc;
 
@@ -79,6 +82,12 @@ where
 
     fn deliver_queued(&mut self, delivery: &Delivery) {
         let msg = &delivery.msg;
+        if let Some(pid) = self.released_pid(&msg.id) {
+            // PUBREC'd before the client went away: PUBREL again, never the PUBLISH
+            // [MQTT-4.3.3-6], whatever became of its subscription or expiry.
+            self.send(&Packet::PubRel(Ack::new(pid)));
+            return;
+        }
         let Some((granted, sub_ids, rap)) = self.match_options(&msg.subject, true) else {
             self.finish_queued(&msg.id);
             return;
@@ -127,7 +136,11 @@ where
         }
         let inflight = &self.inflight;
         let session = &mut self.session;
-        session.out_ids.retain(|_, pid| inflight.contains_key(pid));
+        let pubrel = &session.pubrel;
+        // Kept: sent and unacknowledged, or PUBREC'd and waiting for PUBCOMP in the queue.
+        session
+            .out_ids
+            .retain(|_, pid| inflight.contains_key(pid) || pubrel.contains(pid));
         let out_ids = &session.out_ids;
         session
             .recorded
@@ -291,15 +304,15 @@ where
             .get(&pid)
             .is_some_and(|f| f.qos() == QoS::ExactlyOnce);
         if is_qos2 {
-            if let Some(Inflight::Queued { id, .. }) = self.inflight.remove(&pid) {
-                self.finish_queued(&id);
-            } else {
-                self.inflight.remove(&pid);
-            }
+            let sent = self.inflight.remove(&pid);
             if ack.reason >= 0x80 {
+                if let Some(Inflight::Queued { id, .. }) = sent {
+                    self.finish_queued(&id);
+                }
                 self.after_ack();
                 return;
             }
+            // A queued message stays in flight in its queue until PUBCOMP.
             self.session.pubrel.push(pid);
         }
         // mosquitto answers PUBREL even for an unknown packet id.
@@ -311,12 +324,33 @@ where
     pub(super) fn on_pubcomp(&mut self, pid: u16) {
         let before = self.session.pubrel.len();
         self.session.pubrel.retain(|&p| p != pid);
-        if self.session.pubrel.len() != before {
-            if self.session.forget_pubrel(pid) {
-                self.broker.save_session(&self.session);
-            }
-            self.after_ack();
+        if self.session.pubrel.len() == before {
+            return;
         }
+        if self.session.forget_pubrel(pid) {
+            self.broker.save_session(&self.session);
+        }
+        let queued = self
+            .session
+            .out_ids
+            .iter()
+            .find_map(|(id, &p)| (p == pid).then_some(*id));
+        if let Some(id) = queued {
+            self.finish_queued(&id);
+        }
+        self.after_ack();
+    }
+
+    /// The packet id of a queued message that the client PUBREC'd and has not yet
+    /// completed with PUBCOMP.
+    fn released_pid(&self, id: &MessageId) -> Option<u16> {
+        let pid = *self.session.out_ids.get(id)?;
+        self.session.pubrel.contains(&pid).then_some(pid)
+    }
+
+    /// True when `pid` waits for PUBCOMP on a message its durable queue still holds.
+    pub(super) fn is_queued_pubrel(&self, pid: u16) -> bool {
+        self.session.out_ids.values().any(|&p| p == pid)
     }
 
     fn finish_queued(&mut self, id: &MessageId) {
@@ -344,7 +378,8 @@ where
         self.inflight.len() + self.session.pubrel.len()
     }
 
-    /// Queue credit: the window less what direct deliveries and QoS 2 completions hold.
+    /// Queue credit: the window less what direct deliveries and their QoS 2 completions
+    /// hold (queued ones waiting for PUBCOMP are in flight in the queue already).
     pub(super) fn refresh_credit(&self) {
         let Some(member) = &self.member else { return };
         let direct = self
@@ -352,7 +387,13 @@ where
             .values()
             .filter(|f| matches!(f, Inflight::Direct { .. }))
             .count();
-        let used = direct + self.session.pubrel.len();
+        let direct_pubrel = self
+            .session
+            .pubrel
+            .iter()
+            .filter(|&&pid| !self.is_queued_pubrel(pid))
+            .count();
+        let used = direct + direct_pubrel;
         let credit = self.window.saturating_sub(used);
         member.set_credit(u32::try_from(credit).unwrap_or(u32::MAX));
     }

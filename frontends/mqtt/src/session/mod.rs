@@ -145,6 +145,7 @@ where
 {
     let metrics = broker.router.metrics().clone();
     metrics.connection_opened(Protocol::Mqtt);
+    Stats::add(&broker.stats.sockets, 1);
     let (reader, writer) = tokio::io::split(stream);
     let codec = Codec::new(usize::try_from(broker.config.max_packet_size).unwrap_or(usize::MAX));
     let io = Io {
