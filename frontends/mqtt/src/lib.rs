@@ -63,13 +63,7 @@ pub async fn serve(
         listener,
         shutdown,
         max_connections,
-        move |stream, peer, token| {
-            let broker = accepting.clone();
-            async move {
-                let _ = stream.set_nodelay(true);
-                session::run(broker, stream, peer, token).await;
-            }
-        },
+        move |stream, peer, token| session::run(accepting.clone(), stream, peer, token),
     )
     .await;
     // Every connection has handed its session back: let their records reach the store

@@ -9,7 +9,6 @@ use std::sync::Arc;
 
 use polymq_core::outbox::Delivery;
 use polymq_core::{Envelope, MessageId, Protocol, Subject};
-use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::{Connection, QUEUE_SUB, RECENT};
 use crate::broker::Stats;
@@ -40,10 +39,7 @@ impl Inflight {
     }
 }
 
-impl<S> Connection<S>
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
+impl Connection {
     pub(super) fn deliver(&mut self, delivery: Delivery) {
         if delivery.sub == QUEUE_SUB {
             self.deliver_queued(&delivery);
