@@ -33,7 +33,7 @@
 //! - Nothing here awaits another client; the outbox is drained with `try_recv` into one write.
 //! - Packets that arrive in the same read as CONNECT are handled right after CONNACK.
 //! - An idle connection holds no read or write buffer, and no outbox until it subscribes or
-//!   has a queue; its task keeps the select loop and a pointer to its boxed [`Connection`].
+//!   has a queue; its task keeps the select loop and a pointer to its boxed `Connection`.
 
 mod connect;
 mod delivery;
