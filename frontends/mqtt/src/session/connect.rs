@@ -225,8 +225,7 @@ impl Connection {
                 .maximum_packet_size
                 .map_or(usize::MAX, |m| usize::try_from(m).unwrap_or(usize::MAX)),
             client_alias_max: props.topic_alias_maximum.unwrap_or(0),
-            out_aliases: HashMap::new(),
-            in_aliases: HashMap::new(),
+            aliases: None,
             keep_alive: (plan.keep_alive > 0)
                 .then(|| Duration::from_millis(u64::from(plan.keep_alive) * 1500)),
             recent: VecDeque::new(),

@@ -220,15 +220,16 @@ impl Connection {
         if self.client_alias_max == 0 {
             return;
         }
-        if let Some(&alias) = self.out_aliases.get(&publish.topic) {
+        let aliases = self.aliases.get_or_insert_with(Box::default);
+        if let Some(&alias) = aliases.outbound.get(&publish.topic) {
             publish.topic.clear();
             publish.properties.topic_alias = Some(alias);
             return;
         }
-        let next = self.out_aliases.len() + 1;
+        let next = aliases.outbound.len() + 1;
         if let Ok(alias) = u16::try_from(next) {
             if alias <= self.client_alias_max {
-                self.out_aliases.insert(publish.topic.clone(), alias);
+                aliases.outbound.insert(publish.topic.clone(), alias);
                 publish.properties.topic_alias = Some(alias);
             }
         }

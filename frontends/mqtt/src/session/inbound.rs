@@ -32,12 +32,14 @@ impl Connection {
         }
         if publish.topic.is_empty() {
             return self
-                .in_aliases
-                .get(&alias)
+                .aliases
+                .as_ref()
+                .and_then(|aliases| aliases.inbound.get(&alias))
                 .cloned()
                 .ok_or(SessionError::Protocol("unknown topic alias"));
         }
-        self.in_aliases.insert(alias, publish.topic.clone());
+        let aliases = self.aliases.get_or_insert_with(Box::default);
+        aliases.inbound.insert(alias, publish.topic.clone());
         Ok(std::mem::take(&mut publish.topic))
     }
 
