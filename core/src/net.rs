@@ -8,6 +8,9 @@
 //! - Each connection task gets a child token of the listener's token: cancelling the listener
 //!   asks every connection to close.
 //! - A connection holds its semaphore permit for its whole life.
+//! - A connection task stores its handler future once: the future is created inside the
+//!   spawned task, never captured by it and then awaited (which would reserve room for it
+//!   twice in every task).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -29,9 +32,10 @@ pub async fn serve_tcp<F, Fut>(
     handler: F,
 ) -> std::io::Result<()>
 where
-    F: Fn(TcpStream, SocketAddr, CancellationToken) -> Fut,
+    F: Fn(TcpStream, SocketAddr, CancellationToken) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
+    let handler = Arc::new(handler);
     let permits = Arc::new(Semaphore::new(max_connections.max(1)));
     let tracker = TaskTracker::new();
     let mut backoff = Duration::from_millis(5);
@@ -51,10 +55,11 @@ where
             Ok((stream, peer)) => {
                 backoff = Duration::from_millis(5);
                 let _ = stream.set_nodelay(true);
-                let task = handler(stream, peer, shutdown.child_token());
+                let handler = handler.clone();
+                let token = shutdown.child_token();
                 tracker.spawn(async move {
-                    task.await;
-                    drop(permit);
+                    let _permit = permit;
+                    handler(stream, peer, token).await;
                 });
             }
             Err(err) => {

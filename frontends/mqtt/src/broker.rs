@@ -3,14 +3,18 @@
 //!
 //! ```text
 //! sessions: DashMap<client id, Arc<Slot>>
-//! Slot (parking_lot::Mutex) = owner (the connected connection, if any)
-//!                           + stored (the persistent session while its client is offline)
-//!                           + timers (cancels the expiry timer and a delayed will on reconnect)
+//! Slot = Mutex { owner (the connected connection's token, if any)
+//!               + stored (the persistent session while its client is offline, boxed)
+//!               + timers (cancels the expiry timer and a delayed will on reconnect) }
+//!        + released (Notify) + taken_over, taker_clean_start (set by the taker)
 //! ```
 //!
 //! # Invariants
 //! - At most one connection owns a client id. A new CONNECT kicks the owner and waits until it
 //!   has released the slot (its session state is back in `stored`) before taking over.
+//! - A takeover cancels the owner's own connection token after setting `taken_over`; the
+//!   flags are reset only by the next owner, after the old one has released the slot.
+//! - The timers token exists only once a timer of an offline session has been armed.
 //! - A slot marked `dead` is out of the map; claimers that raced with its removal retry.
 //! - The slot mutex is never held across an `.await`.
 //! - An offline persistent session keeps its queue subscriptions in the router: messages keep
@@ -32,6 +36,7 @@ use polymq_core::{
     ConnId, Filter, MessageId, Origin, Protocol, Router, StoreError, SubscriptionId,
     SubscriptionSpec,
 };
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
@@ -293,25 +298,47 @@ impl Stats {
     }
 }
 
-#[derive(Debug)]
-struct Owner {
-    kick: CancellationToken,
-    released: CancellationToken,
-    taker_clean_start: Arc<AtomicBool>,
-}
-
 #[derive(Debug, Default)]
 struct SlotInner {
-    owner: Option<Owner>,
-    stored: Option<SessionState>,
-    timers: CancellationToken,
+    /// The owner's connection token: cancelled to kick it.
+    owner: Option<CancellationToken>,
+    stored: Option<Box<SessionState>>,
+    /// Armed timers of the offline session.
+    timers: Option<CancellationToken>,
     dead: bool,
+}
+
+impl SlotInner {
+    /// The token of the offline session's timers, created when the first one is armed.
+    fn timers(&mut self) -> CancellationToken {
+        self.timers
+            .get_or_insert_with(CancellationToken::new)
+            .clone()
+    }
 }
 
 /// One client id's entry in the registry.
 #[derive(Debug, Default)]
 pub struct Slot {
     inner: Mutex<SlotInner>,
+    /// Notified when the owner lets go.
+    released: Notify,
+    /// Set when another connection takes over from the owner.
+    taken_over: AtomicBool,
+    /// Set by the connection that takes over: its Clean Start flag.
+    taker_clean_start: AtomicBool,
+}
+
+impl Slot {
+    /// True when the owner's token was cancelled by a takeover.
+    pub fn taken_over(&self) -> bool {
+        self.taken_over.load(Ordering::Relaxed)
+    }
+
+    /// The Clean Start flag of the connection that took this slot over.
+    pub fn taker_clean_start(&self) -> bool {
+        self.taker_clean_start.load(Ordering::Relaxed)
+    }
 }
 
 /// What a connection gets when it owns a client id.
@@ -321,14 +348,6 @@ pub struct Claim {
     pub client_id: String,
     /// The registry entry.
     pub slot: Arc<Slot>,
-    /// The session left by an earlier connection, if any.
-    pub stored: Option<SessionState>,
-    /// Cancelled when another connection takes over.
-    pub kick: CancellationToken,
-    /// Cancelled by this connection once it has let go of the slot.
-    pub released: CancellationToken,
-    /// Set by the connection that takes over: its Clean Start flag.
-    pub taker_clean_start: Arc<AtomicBool>,
 }
 
 /// Listener-wide state shared by every MQTT connection.
@@ -377,8 +396,11 @@ impl Broker {
                 }
             }
             let slot = Arc::new(Slot::default());
-            let timers = slot.inner.lock().timers.clone();
-            slot.inner.lock().stored = Some(session);
+            let timers = {
+                let mut inner = slot.inner.lock();
+                inner.stored = Some(Box::new(session));
+                inner.timers()
+            };
             self.sessions.insert(client_id.clone(), slot.clone());
             if stored.expiry != NEVER_EXPIRES {
                 self.expire_later(slot, client_id, stored.expiry, timers);
@@ -443,51 +465,56 @@ impl Broker {
             .sum()
     }
 
-    /// Takes ownership of `client_id`, kicking (and waiting for) the current owner.
-    pub async fn claim(self: &Arc<Self>, client_id: &str, clean_start: bool) -> Claim {
+    /// Takes ownership of `client_id` for the connection whose token is `owner`, kicking (and
+    /// waiting for) the current owner. Returns the claim and the session an earlier
+    /// connection left, if any.
+    pub async fn claim(
+        self: &Arc<Self>,
+        client_id: &str,
+        clean_start: bool,
+        owner: &CancellationToken,
+    ) -> (Claim, Option<Box<SessionState>>) {
         loop {
             let slot = self
                 .sessions
                 .entry(client_id.to_owned())
                 .or_default()
                 .clone();
-            let wait = {
+            let released = slot.released.notified();
+            tokio::pin!(released);
+            let kicked = {
                 let mut inner = slot.inner.lock();
                 if inner.dead {
-                    None
-                } else if let Some(owner) = &inner.owner {
-                    owner
-                        .taker_clean_start
-                        .store(clean_start, Ordering::Relaxed);
-                    owner.kick.cancel();
-                    Some(owner.released.clone())
+                    false
+                } else if let Some(kick) = &inner.owner {
+                    slot.taker_clean_start.store(clean_start, Ordering::Relaxed);
+                    slot.taken_over.store(true, Ordering::Relaxed);
+                    kick.cancel();
+                    // Registered under the lock: the owner's release cannot slip past.
+                    released.as_mut().enable();
+                    true
                 } else {
-                    inner.timers.cancel();
-                    inner.timers = CancellationToken::new();
-                    let owner = Owner {
-                        kick: CancellationToken::new(),
-                        released: CancellationToken::new(),
-                        taker_clean_start: Arc::new(AtomicBool::new(false)),
-                    };
+                    if let Some(timers) = inner.timers.take() {
+                        timers.cancel();
+                    }
+                    slot.taker_clean_start.store(false, Ordering::Relaxed);
+                    slot.taken_over.store(false, Ordering::Relaxed);
+                    inner.owner = Some(owner.clone());
+                    let stored = inner.stored.take();
+                    drop(inner);
+                    self.stats.client_connected();
                     let claim = Claim {
                         client_id: client_id.to_owned(),
                         slot: slot.clone(),
-                        stored: inner.stored.take(),
-                        kick: owner.kick.clone(),
-                        released: owner.released.clone(),
-                        taker_clean_start: owner.taker_clean_start.clone(),
                     };
-                    inner.owner = Some(owner);
-                    self.stats.client_connected();
-                    return claim;
+                    return (claim, stored);
                 }
             };
-            match wait {
-                Some(released) => {
-                    // A stuck owner must not block the client for ever.
-                    let _ = tokio::time::timeout(TAKEOVER_WAIT, released.cancelled()).await;
-                }
-                None => self.remove_dead(client_id, &slot),
+            if kicked {
+                // A stuck owner must not block the client for ever.
+                let _ = tokio::time::timeout(TAKEOVER_WAIT, released).await;
+            } else {
+                self.remove_dead(client_id, &slot);
             }
         }
     }
@@ -509,14 +536,14 @@ impl Broker {
         let (timers, expiry) = {
             let mut inner = claim.slot.inner.lock();
             let expiry = session.as_ref().map(|s| s.expiry);
-            inner.stored = session;
+            inner.stored = session.map(Box::new);
             inner.owner = None;
             if inner.stored.is_none() {
                 inner.dead = true;
             }
-            (inner.timers.clone(), expiry)
+            (inner.timers(), expiry)
         };
-        claim.released.cancel();
+        claim.slot.released.notify_waiters();
         match expiry {
             None => self.remove_dead(&claim.client_id, &claim.slot),
             Some(NEVER_EXPIRES) => {}

@@ -97,21 +97,27 @@ async fn accept_loop(
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let max_connections = broker.config.max_connections;
-    serve_tcp(
-        listener,
-        shutdown,
-        max_connections,
-        move |stream, peer, token| {
-            let broker = broker.clone();
-            async move {
-                match transport {
-                    Transport::Tcp => session::run(broker, stream, peer, token).await,
-                    Transport::WebSocket => upgrade_then_run(broker, stream, peer, token).await,
-                }
-            }
-        },
-    )
-    .await
+    // One closure per transport: a plain connection's task holds only the session's future.
+    match transport {
+        Transport::Tcp => {
+            serve_tcp(
+                listener,
+                shutdown,
+                max_connections,
+                move |stream, peer, token| session::run(broker.clone(), stream, peer, token),
+            )
+            .await
+        }
+        Transport::WebSocket => {
+            serve_tcp(
+                listener,
+                shutdown,
+                max_connections,
+                move |stream, peer, token| upgrade_then_run(broker.clone(), stream, peer, token),
+            )
+            .await
+        }
+    }
 }
 
 /// Answers the WebSocket upgrade within `connect_timeout_ms` (which then also bounds the
@@ -124,7 +130,9 @@ async fn upgrade_then_run(
 ) {
     let limit = Duration::from_millis(broker.config.connect_timeout_ms);
     let max_packet = usize::try_from(broker.config.max_packet_size).unwrap_or(usize::MAX);
-    match tokio::time::timeout(limit, websocket::accept(stream, max_packet)).await {
+    // Boxed: the handshake's state must not stay in the connection's task afterwards.
+    let upgrade = Box::pin(websocket::accept(stream, max_packet));
+    match tokio::time::timeout(limit, upgrade).await {
         Ok(Ok(ws)) => session::run(broker, ws, peer, shutdown).await,
         Ok(Err(err)) => tracing::debug!(%err, %peer, "WebSocket upgrade refused"),
         Err(_) => tracing::debug!(%peer, "WebSocket upgrade timed out"),

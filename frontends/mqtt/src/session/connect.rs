@@ -8,11 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use polymq_core::envelope::now_ns;
-use polymq_core::outbox::{outbox, Overflow};
 use polymq_core::SubscriptionSpec;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_util::sync::CancellationToken;
 
-use super::{Connection, Io, NO_TIMEOUT, QUEUE_SUB};
+use super::{Connection, Io, LazyOutbox, NO_TIMEOUT, QUEUE_SUB};
 use crate::broker::{Broker, PendingWill, SessionState, NEVER_EXPIRES};
 use crate::error::SessionError;
 use crate::frame::{
@@ -21,13 +20,10 @@ use crate::frame::{
 use crate::mapping::Message;
 
 /// A refused handshake: the error and the socket (holding any CONNACK to send).
-type Refused<S> = (SessionError, Io<S>);
+type Refused = (SessionError, Io);
 
 /// Queues a refusing CONNACK.
-fn refuse<S>(mut io: Io<S>, v: ProtocolVersion, code: u8, why: &'static str) -> Refused<S>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
+fn refuse(mut io: Io, v: ProtocolVersion, code: u8, why: &'static str) -> Refused {
     let ack = ConnAck {
         session_present: false,
         code,
@@ -71,13 +67,11 @@ struct Plan {
 }
 
 /// Reads and checks CONNECT, takes the client id over and answers CONNACK.
-pub(super) async fn connect<S>(
+pub(super) async fn connect(
     broker: &Arc<Broker>,
-    mut io: Io<S>,
-) -> Result<Connection<S>, Refused<S>>
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
+    mut io: Io,
+    token: &CancellationToken,
+) -> Result<Box<Connection>, Refused> {
     let packet = match io.read_packet().await {
         Ok(Some(packet)) => packet,
         Ok(None) => {
@@ -105,7 +99,7 @@ where
         Ok(plan) => plan,
         Err((code, why)) => return Err(refuse(io, connect.protocol, code, why)),
     };
-    Ok(Connection::open(broker, io, *connect, plan).await)
+    Ok(Connection::open(broker, io, *connect, plan, token).await)
 }
 
 /// mosquitto's CONNECT checks that need broker settings, in its order. `Err` carries the
@@ -169,50 +163,58 @@ fn check_connect(broker: &Broker, connect: &Connect) -> Result<Plan, (u8, &'stat
     })
 }
 
-impl<S> Connection<S>
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    /// Claims the client id, answers CONNACK and resumes the session.
-    async fn open(broker: &Arc<Broker>, io: Io<S>, connect: Connect, plan: Plan) -> Self {
+impl Connection {
+    /// Claims the client id, answers CONNACK and resumes the session. Boxed: the task of
+    /// every connection then holds a pointer, not the state itself.
+    async fn open(
+        broker: &Arc<Broker>,
+        io: Io,
+        connect: Connect,
+        plan: Plan,
+        token: &CancellationToken,
+    ) -> Box<Self> {
         let v = connect.protocol;
         tracing::Span::current().record("client_id", plan.client_id.as_str());
-        let mut claim = broker.claim(&plan.client_id, connect.clean_start).await;
-        let mut stored = claim.stored.take();
+        let (claim, mut stored) = broker
+            .claim(&plan.client_id, connect.clean_start, token)
+            .await;
         if connect.clean_start {
             if let Some(mut old) = stored.take() {
                 broker.end_session(&mut old);
             }
         }
         let session_present = stored.is_some();
-        let mut session = stored.unwrap_or_else(|| SessionState::new(&plan.client_id, plan.expiry));
+        let mut session = stored.map_or_else(
+            || SessionState::new(&plan.client_id, plan.expiry),
+            |stored| *stored,
+        );
         session.expiry = plan.expiry;
         let config = &broker.config;
-        let (sink, outbox) = outbox(config.max_queued_messages.max(64), Overflow::Drop);
         let props = &connect.properties;
         // mosquitto keeps `max_inflight_messages` for a 5.0 client that sends no Receive
         // Maximum (the spec's default of 65535 is only an upper bound).
         let window = usize::from(props.receive_maximum.unwrap_or(config.max_inflight));
-        let will = connect.will.map(|w| PendingWill {
-            delay: w.properties.will_delay_interval.unwrap_or(0),
-            message: Message {
-                topic: w.topic,
-                payload: w.payload,
-                qos: w.qos,
-                retain: w.retain,
-                properties: w.properties,
-            },
-            origin: session.origin(),
+        let will = connect.will.map(|w| {
+            Box::new(PendingWill {
+                delay: w.properties.will_delay_interval.unwrap_or(0),
+                message: Message {
+                    topic: w.topic,
+                    payload: w.payload,
+                    qos: w.qos,
+                    retain: w.retain,
+                    properties: w.properties,
+                },
+                origin: session.origin(),
+            })
         });
-        let mut conn = Self {
+        let mut conn = Box::new(Self {
             broker: broker.clone(),
             io,
             v,
             session,
             claim,
             will,
-            sink,
-            outbox,
+            outbox: LazyOutbox::new(config.max_queued_messages.max(64)),
             member: None,
             inflight: HashMap::new(),
             waiting: VecDeque::new(),
@@ -221,8 +223,7 @@ where
                 .maximum_packet_size
                 .map_or(usize::MAX, |m| usize::try_from(m).unwrap_or(usize::MAX)),
             client_alias_max: props.topic_alias_maximum.unwrap_or(0),
-            out_aliases: HashMap::new(),
-            in_aliases: HashMap::new(),
+            aliases: None,
             keep_alive: (plan.keep_alive > 0)
                 .then(|| Duration::from_millis(u64::from(plan.keep_alive) * 1500)),
             recent: VecDeque::new(),
@@ -230,7 +231,7 @@ where
             offline_seen: 0,
             connect_expiry: plan.expiry,
             replay: false,
-        };
+        });
         conn.send_connack(session_present, &plan);
         conn.resume();
         conn
@@ -279,7 +280,8 @@ where
                     no_local: sub.options.no_local,
                     requests_only: false,
                 };
-                sub.router_id = Some(self.broker.router.subscribe(spec, self.sink.clone()));
+                let sink = self.outbox.sink();
+                sub.router_id = Some(self.broker.router.subscribe(spec, sink));
             }
         }
         if self.session.expiry > 0 && self.session.queue.is_none() {
@@ -288,7 +290,7 @@ where
         self.replay = !self.session.out_ids.is_empty();
         self.broker.save_session(&self.session);
         if let Some(queue) = &self.session.queue {
-            let member = queue.attach(self.sink.clone(), QUEUE_SUB);
+            let member = queue.attach(self.outbox.sink(), QUEUE_SUB);
             member.set_msg_timeout(NO_TIMEOUT);
             self.member = Some(member);
             self.refresh_credit();

@@ -12,7 +12,6 @@ use std::sync::Arc;
 
 use polymq_core::outbox::Delivery;
 use polymq_core::{Envelope, MessageId, Protocol, Subject};
-use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::{Connection, QUEUE_SUB, RECENT};
 use crate::broker::Stats;
@@ -43,10 +42,7 @@ impl Inflight {
     }
 }
 
-impl<S> Connection<S>
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
+impl Connection {
     pub(super) fn deliver(&mut self, delivery: Delivery) {
         if delivery.sub == QUEUE_SUB {
             self.deliver_queued(&delivery);
@@ -257,15 +253,16 @@ where
         if self.client_alias_max == 0 {
             return;
         }
-        if let Some(&alias) = self.out_aliases.get(&publish.topic) {
+        let aliases = self.aliases.get_or_insert_with(Box::default);
+        if let Some(&alias) = aliases.outbound.get(&publish.topic) {
             publish.topic.clear();
             publish.properties.topic_alias = Some(alias);
             return;
         }
-        let next = self.out_aliases.len() + 1;
+        let next = aliases.outbound.len() + 1;
         if let Ok(alias) = u16::try_from(next) {
             if alias <= self.client_alias_max {
-                self.out_aliases.insert(publish.topic.clone(), alias);
+                aliases.outbound.insert(publish.topic.clone(), alias);
                 publish.properties.topic_alias = Some(alias);
             }
         }

@@ -7,7 +7,6 @@
 use std::sync::Arc;
 
 use polymq_core::{Protocol, RouteError};
-use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::connect::code_for;
 use super::Connection;
@@ -19,10 +18,7 @@ use crate::mapping::Message;
 /// Topics clients may not publish to (mosquitto: any topic starting with `$SYS`).
 const SYS_PREFIX: &str = "$SYS";
 
-impl<S> Connection<S>
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
+impl Connection {
     /// Resolves the 5.0 Topic Alias of an inbound PUBLISH.
     fn resolve_topic(&mut self, publish: &mut Publish) -> Result<String, SessionError> {
         let Some(alias) = publish.properties.topic_alias.take() else {
@@ -36,12 +32,14 @@ where
         }
         if publish.topic.is_empty() {
             return self
-                .in_aliases
-                .get(&alias)
+                .aliases
+                .as_ref()
+                .and_then(|aliases| aliases.inbound.get(&alias))
                 .cloned()
                 .ok_or(SessionError::Protocol("unknown topic alias"));
         }
-        self.in_aliases.insert(alias, publish.topic.clone());
+        let aliases = self.aliases.get_or_insert_with(Box::default);
+        aliases.inbound.insert(alias, publish.topic.clone());
         Ok(std::mem::take(&mut publish.topic))
     }
 

@@ -5,7 +5,7 @@
 //! connect():  CONNECT (under connect_timeout) → checks → claim client id (takeover)
 //!             → CONNACK → resend PUBRELs → attach the offline queue (redelivers unacked
 //!             PUBLISHes with DUP=1 and their packet ids, then queued messages)
-//! serve():    select! { shutdown | takeover | keep alive 1.5× | socket read | outbox }
+//! serve():    select! { token (shutdown or takeover) | keep alive 1.5× | socket read | outbox }
 //! finish():   DISCONNECT (5.0, on error) → detach queue → keep (and store, with its flows
 //!             in flight) or discard the session → will
 //! ```
@@ -41,6 +41,8 @@
 //!   at once when it is sent at QoS 0 or not sent at all.
 //! - Nothing here awaits another client; the outbox is drained with `try_recv` into one write.
 //! - Packets that arrive in the same read as CONNECT are handled right after CONNACK.
+//! - An idle connection holds no read or write buffer, and no outbox until it subscribes or
+//!   has a queue; its task keeps the select loop and a pointer to its boxed `Connection`.
 
 mod connect;
 mod delivery;
@@ -48,18 +50,23 @@ mod inbound;
 mod subscribe;
 
 use std::collections::{HashMap, VecDeque};
+use std::future::{poll_fn, Future};
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use polymq_core::outbox::{Outbox, Sink};
+use polymq_core::outbox::{outbox, Delivery, Outbox, Overflow, Sink};
 use polymq_core::queue::Member;
 use polymq_core::{MessageId, Protocol, SubscriptionId};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio_util::codec::Decoder;
+use tokio_util::io::poll_read_buf;
 use tokio_util::sync::CancellationToken;
+use tracing::field::Empty;
+use tracing::Instrument;
 
 use crate::broker::{Broker, Claim, PendingWill, SessionState, Stats};
 use crate::error::SessionError;
@@ -77,15 +84,26 @@ const DRAIN_BATCH: usize = 256;
 const RECENT: usize = 64;
 /// Longest wait for the last bytes (DISCONNECT) to go out when a session ends.
 const FINAL_FLUSH: Duration = Duration::from_secs(2);
-/// Spare room a read starts with: small, because an idle connection keeps its buffer.
+/// Spare room a read starts with.
 const MIN_READ_CHUNK: usize = 512;
 /// Most spare room a read asks for; the chunk doubles up to this while reads fill it.
 const MAX_READ_CHUNK: usize = 64 * 1024;
 
-/// Socket halves, buffers and codec of one connection.
-struct Io<S> {
-    reader: ReadHalf<S>,
-    writer: WriteHalf<S>,
+/// Most bytes an idle connection reads before it has a buffer (on the stack).
+const PROBE: usize = 64;
+
+/// The byte stream a session runs on: a TCP socket, or a WebSocket carrying MQTT
+/// ([`crate::websocket::WsStream`]); TLS slots in the same way.
+pub trait ByteStream: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> ByteStream for T {}
+
+/// Stream, buffers and codec of one connection. Both buffers are empty and unallocated
+/// while the connection is idle: an idle connection waits for bytes with a small probe on
+/// the stack and gets a read buffer only once they came, and the write buffer is let go once
+/// flushed.
+struct Io {
+    stream: Box<dyn ByteStream>,
     rbuf: BytesMut,
     wbuf: BytesMut,
     codec: Codec,
@@ -93,7 +111,17 @@ struct Io<S> {
     read_chunk: usize,
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> Io<S> {
+impl Io {
+    fn new(stream: Box<dyn ByteStream>, codec: Codec) -> Self {
+        Self {
+            stream,
+            rbuf: BytesMut::new(),
+            wbuf: BytesMut::new(),
+            codec,
+            read_chunk: MIN_READ_CHUNK,
+        }
+    }
+
     /// Reads until one packet is decoded; `None` at end of stream.
     async fn read_packet(&mut self) -> Result<Option<Packet>, FrameError> {
         loop {
@@ -107,17 +135,50 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Io<S> {
     }
 
     /// Reads once into the buffer, growing the read size while reads fill it (busy
-    /// connections) and keeping it small otherwise (idle ones).
+    /// connections) and shrinking it otherwise. An empty buffer is let go when the stream
+    /// has nothing more to give. Cancel-safe: bytes read are in the buffer.
     async fn read(&mut self) -> std::io::Result<usize> {
+        // Polled by hand: the stream keeps the waker, so the future holds no waiter.
+        poll_fn(|cx| self.poll_read(cx)).await
+    }
+
+    fn poll_read(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
+        if self.rbuf.capacity() == 0 {
+            return self.poll_read_idle(cx);
+        }
         self.rbuf.reserve(self.read_chunk);
         let spare = self.rbuf.capacity() - self.rbuf.len();
-        let n = self.reader.read_buf(&mut self.rbuf).await?;
-        self.read_chunk = if n == spare {
-            (self.read_chunk * 2).min(MAX_READ_CHUNK)
-        } else {
-            (self.read_chunk / 2).max(MIN_READ_CHUNK)
-        };
-        Ok(n)
+        match poll_read_buf(Pin::new(&mut *self.stream), cx, &mut self.rbuf) {
+            Poll::Ready(Ok(n)) => {
+                self.read_chunk = if n == spare {
+                    (self.read_chunk * 2).min(MAX_READ_CHUNK)
+                } else {
+                    (self.read_chunk / 2).max(MIN_READ_CHUNK)
+                };
+                Poll::Ready(Ok(n))
+            }
+            Poll::Pending => {
+                if self.rbuf.is_empty() {
+                    self.rbuf = BytesMut::new();
+                }
+                Poll::Pending
+            }
+            Poll::Ready(Err(err)) => Poll::Ready(Err(err)),
+        }
+    }
+
+    /// Waits for bytes without a buffer: they land in a probe on the stack, and only then in
+    /// a newly reserved read buffer.
+    fn poll_read_idle(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
+        let mut probe = [0u8; PROBE];
+        let mut probe = ReadBuf::new(&mut probe);
+        ready!(Pin::new(&mut *self.stream).poll_read(cx, &mut probe))?;
+        let got = probe.filled();
+        if !got.is_empty() {
+            self.rbuf.reserve(self.read_chunk);
+            self.rbuf.extend_from_slice(got);
+        }
+        Poll::Ready(Ok(got.len()))
     }
 
     /// Encodes a packet into the write buffer for protocol `v`.
@@ -127,51 +188,120 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Io<S> {
         }
     }
 
-    /// Writes out the buffer. Cancel-safe: what was written is consumed from the buffer.
+    /// Writes out the buffer, then lets it go. Cancel-safe: what was written is consumed
+    /// from the buffer.
     async fn flush(&mut self) -> std::io::Result<()> {
         if !self.wbuf.is_empty() {
-            self.writer.write_all_buf(&mut self.wbuf).await?;
-            self.writer.flush().await?;
+            self.stream.write_all_buf(&mut self.wbuf).await?;
+            // A no-op on TCP; a WebSocket sends its message here.
+            self.stream.flush().await?;
+            self.wbuf = BytesMut::new();
         }
         Ok(())
     }
 }
 
 /// Serves one client connection until it ends.
-#[tracing::instrument(skip_all, fields(proto = "mqtt", %peer, client_id))]
-pub async fn run<S>(broker: Arc<Broker>, stream: S, peer: SocketAddr, shutdown: CancellationToken)
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
+pub fn run<S: ByteStream>(
+    broker: Arc<Broker>,
+    stream: S,
+    peer: SocketAddr,
+    shutdown: CancellationToken,
+) -> impl Future<Output = ()> + Send {
+    // The span is attached outside the connection's future, so the arguments are kept once.
+    let span = tracing::info_span!("run", proto = "mqtt", %peer, client_id = Empty);
+    serve_connection(broker, Box::new(stream), shutdown).instrument(span)
+}
+
+/// The connection's life: handshake, then the session until it ends.
+async fn serve_connection(
+    broker: Arc<Broker>,
+    stream: Box<dyn ByteStream>,
+    shutdown: CancellationToken,
+) {
     let metrics = broker.router.metrics().clone();
     metrics.connection_opened(Protocol::Mqtt);
     Stats::add(&broker.stats.sockets, 1);
-    let (reader, writer) = tokio::io::split(stream);
+    // Boxed: the handshake's state would otherwise stay in every idle connection's task.
+    if let Some(conn) = Box::pin(handshake(&broker, stream, &shutdown)).await {
+        conn.serve(shutdown).await;
+    }
+    metrics.connection_closed(Protocol::Mqtt);
+}
+
+/// CONNECT within the connect timeout. A refused client gets its CONNACK, then the socket is
+/// closed.
+async fn handshake(
+    broker: &Arc<Broker>,
+    stream: Box<dyn ByteStream>,
+    shutdown: &CancellationToken,
+) -> Option<Box<Connection>> {
     let codec = Codec::new(usize::try_from(broker.config.max_packet_size).unwrap_or(usize::MAX));
-    let io = Io {
-        reader,
-        writer,
-        rbuf: BytesMut::new(),
-        wbuf: BytesMut::new(),
-        codec,
-        read_chunk: MIN_READ_CHUNK,
-    };
+    let io = Io::new(stream, codec);
     let limit = Duration::from_millis(broker.config.connect_timeout_ms);
     let accepted = tokio::select! {
         () = shutdown.cancelled() => None,
-        // Boxed: the handshake's state would otherwise stay in every idle connection's task.
-        res = tokio::time::timeout(limit, Box::pin(connect(&broker, io))) => res.ok(),
+        res = tokio::time::timeout(limit, connect(broker, io, shutdown)) => res.ok(),
     };
     match accepted {
-        Some(Ok(conn)) => conn.serve(shutdown).await,
+        Some(Ok(conn)) => Some(conn),
         Some(Err((err, mut io))) => {
             tracing::debug!(%err, "connection refused");
             let _ = io.flush().await;
-            let _ = io.writer.shutdown().await;
+            let _ = io.stream.shutdown().await;
+            None
         }
-        None => tracing::debug!("no CONNECT in time"),
+        None => {
+            tracing::debug!("no CONNECT in time");
+            None
+        }
     }
-    metrics.connection_closed(Protocol::Mqtt);
+}
+
+/// A connection's outbox, created with the first subscription or queue: a client that
+/// never subscribes holds no channel.
+struct LazyOutbox {
+    capacity: usize,
+    channel: Option<(Sink, Outbox)>,
+}
+
+impl LazyOutbox {
+    fn new(capacity: usize) -> Self {
+        Self {
+            capacity,
+            channel: None,
+        }
+    }
+
+    /// The sink feeding the outbox, creating both on first use.
+    fn sink(&mut self) -> Sink {
+        let capacity = self.capacity;
+        let (sink, _) = self
+            .channel
+            .get_or_insert_with(|| outbox(capacity, Overflow::Drop));
+        sink.clone()
+    }
+
+    /// The next delivery; never resolves while there is no outbox.
+    async fn recv(&mut self) -> Option<Delivery> {
+        match &mut self.channel {
+            Some((_, outbox)) => outbox.recv().await,
+            None => std::future::pending().await,
+        }
+    }
+
+    fn try_recv(&mut self) -> Option<Delivery> {
+        self.channel.as_mut()?.1.try_recv()
+    }
+}
+
+/// 5.0 Topic Aliases of one connection, both ways.
+#[derive(Debug, Default)]
+struct Aliases {
+    /// Topic → alias, towards the client.
+    outbound: HashMap<String, u16>,
+    /// Alias → topic, from the client.
+    inbound: HashMap<u16, String>,
 }
 
 /// How a session ended.
@@ -184,23 +314,22 @@ enum End {
 }
 
 /// One connected client.
-struct Connection<S> {
+struct Connection {
     broker: Arc<Broker>,
-    io: Io<S>,
+    io: Io,
     v: ProtocolVersion,
     session: SessionState,
     claim: Claim,
-    will: Option<PendingWill>,
-    sink: Sink,
-    outbox: Outbox,
+    will: Option<Box<PendingWill>>,
+    outbox: LazyOutbox,
     member: Option<Member>,
     inflight: HashMap<u16, Inflight>,
     waiting: VecDeque<Waiting>,
     window: usize,
     client_max_packet: usize,
     client_alias_max: u16,
-    out_aliases: HashMap<String, u16>,
-    in_aliases: HashMap<u16, String>,
+    /// Created with the first alias: most clients never use one.
+    aliases: Option<Box<Aliases>>,
     keep_alive: Option<Duration>,
     recent: VecDeque<MessageId>,
     connected_at_ns: u64,
@@ -211,18 +340,16 @@ struct Connection<S> {
     replay: bool,
 }
 
-impl<S> Connection<S>
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
+impl Connection {
     /// Runs the connection until it ends, then cleans up.
-    async fn serve(mut self, shutdown: CancellationToken) {
-        let end = self.run_loop(&shutdown).await;
+    async fn serve(mut self: Box<Self>, token: CancellationToken) {
+        let end = self.run_loop(&token).await;
         Box::pin(self.finish(end)).await;
     }
 
-    async fn run_loop(&mut self, shutdown: &CancellationToken) -> End {
-        let kick = self.claim.kick.clone();
+    /// Serves the connection until it ends. `token` is cancelled by the listener shutting
+    /// down and by a takeover of the client id.
+    async fn run_loop(&mut self, token: &CancellationToken) -> End {
         let keep_alive = self.keep_alive;
         let sleep = tokio::time::sleep(keep_alive.unwrap_or(NO_TIMEOUT));
         tokio::pin!(sleep);
@@ -232,8 +359,7 @@ where
             // A client that does not read must not stop a takeover or shutdown.
             let flushed = tokio::select! {
                 res = self.flush() => res,
-                () = kick.cancelled() => return End::Error(SessionError::TakenOver),
-                () = shutdown.cancelled() => return End::Error(SessionError::ShuttingDown),
+                () = token.cancelled() => return self.cancelled(),
             };
             match (step, flushed) {
                 (Err(end), _) => return end,
@@ -242,8 +368,7 @@ where
             }
             step = tokio::select! {
                 biased;
-                () = shutdown.cancelled() => Err(End::Error(SessionError::ShuttingDown)),
-                () = kick.cancelled() => Err(End::Error(SessionError::TakenOver)),
+                () = token.cancelled() => Err(self.cancelled()),
                 () = &mut sleep, if keep_alive.is_some() => {
                     Err(End::Error(SessionError::KeepAliveTimeout))
                 }
@@ -268,6 +393,15 @@ where
                 }
             };
         }
+    }
+
+    /// Why the connection's token was cancelled.
+    fn cancelled(&self) -> End {
+        End::Error(if self.claim.slot.taken_over() {
+            SessionError::TakenOver
+        } else {
+            SessionError::ShuttingDown
+        })
     }
 
     async fn flush(&mut self) -> std::io::Result<()> {
@@ -350,7 +484,7 @@ where
         self.io.queue(packet, self.v);
     }
 
-    async fn finish(mut self, end: End) {
+    async fn finish(mut self: Box<Self>, end: End) {
         let (will_due, error) = match end {
             End::Disconnect { will } => (will, None),
             End::Error(err) => (true, Some(err)),
@@ -363,12 +497,12 @@ where
         }
         // A client that stopped reading gets no more than a moment to take the last bytes.
         let _ = tokio::time::timeout(FINAL_FLUSH, self.flush()).await;
-        let _ = tokio::time::timeout(FINAL_FLUSH, self.io.writer.shutdown()).await;
+        let _ = tokio::time::timeout(FINAL_FLUSH, self.io.stream.shutdown()).await;
         self.member = None;
         let taken_over = matches!(error, Some(SessionError::TakenOver));
-        let taker_clean = self.claim.taker_clean_start.load(Ordering::Relaxed);
+        let taker_clean = self.claim.slot.taker_clean_start();
         let ends = self.session.expiry == 0 || (taken_over && taker_clean);
-        let will = self.will.take().filter(|_| will_due);
+        let will = self.will.take().map(|w| *w).filter(|_| will_due);
         // On takeover a will is published only if the old session ends (mosquitto).
         let will = match (taken_over, ends) {
             (true, false) => None,
@@ -390,5 +524,71 @@ where
             ))
         };
         self.broker.release(&self.claim, kept, will);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::FutureExt;
+    use tokio::io::AsyncReadExt;
+    use tokio::net::{TcpListener, TcpStream};
+
+    /// Size of the future an async fn of four arguments returns, without calling it.
+    fn future_size<F, A, B, C, D, Fut>(_: F) -> usize
+    where
+        F: FnOnce(A, B, C, D) -> Fut,
+    {
+        size_of::<Fut>()
+    }
+
+    /// A 3.1.1 CONNECT, clean session, client id "a".
+    const CONNECT: &[u8] = b"\x10\x0d\x00\x04MQTT\x04\x02\x02\x58\x00\x01a";
+
+    async fn socket_pair() -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        (client, server)
+    }
+
+    #[test]
+    fn an_idle_connection_keeps_its_task_and_state_small() {
+        // Each idle connection holds its task's future and its boxed Connection for its
+        // whole life (plus the runtime's own task header and socket registration).
+        let task = future_size(run::<TcpStream>);
+        assert!(task <= 640, "connection task future is {task} bytes");
+        let conn = size_of::<Connection>();
+        assert!(conn <= 672, "Connection is {conn} bytes");
+    }
+
+    #[tokio::test]
+    async fn an_idle_connection_holds_no_buffers() {
+        let test = async {
+            let (mut client, server) = socket_pair().await;
+            let mut io = Io::new(Box::new(server), Codec::new(1024));
+            client.write_all(CONNECT).await.unwrap();
+            let packet = io.read_packet().await.unwrap();
+            assert!(matches!(packet, Some(Packet::Connect(_))));
+            // Nothing more to read: the read gives its buffer back before it waits.
+            assert!(io.read().now_or_never().is_none());
+            assert_eq!(io.rbuf.capacity(), 0);
+            io.queue(&Packet::PingResp, ProtocolVersion::V311);
+            io.flush().await.unwrap();
+            assert_eq!(io.wbuf.capacity(), 0);
+            let mut pingresp = [0u8; 2];
+            client.read_exact(&mut pingresp).await.unwrap();
+            assert_eq!(pingresp, [0xd0, 0x00]);
+            // A busy moment allocates again, and the buffers go once it is over.
+            client.write_all(&[0xc0, 0x00]).await.unwrap();
+            assert_eq!(io.read_packet().await.unwrap(), Some(Packet::PingReq));
+            assert!(io.read().now_or_never().is_none());
+            assert_eq!(io.rbuf.capacity(), 0);
+        };
+        tokio::time::timeout(Duration::from_secs(10), test)
+            .await
+            .unwrap();
     }
 }

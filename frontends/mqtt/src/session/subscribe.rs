@@ -9,7 +9,6 @@ use std::sync::Arc;
 use polymq_core::envelope::now_ns;
 use polymq_core::subject::mqtt::{filter_to_filter, parse_shared};
 use polymq_core::SubscriptionSpec;
-use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::connect::code_for;
 use super::Connection;
@@ -19,10 +18,7 @@ use crate::frame::{
 };
 use crate::mapping::{from_core_qos, Outbound};
 
-impl<S> Connection<S>
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
+impl Connection {
     pub(super) fn on_subscribe(&mut self, subscribe: Subscribe) {
         let sub_id = subscribe
             .properties
@@ -85,7 +81,7 @@ where
         // keeps its share of a `$share` group's messages while offline.
         let router_id = match &self.session.queue {
             Some(queue) => router.subscribe_queue(spec, queue.clone()),
-            None => router.subscribe(spec, self.sink.clone()),
+            None => router.subscribe(spec, self.outbox.sink()),
         };
         let sub = Sub {
             options,
