@@ -73,23 +73,23 @@ impl Store for FlakyStore {
     async fn read(&self, q: &QueueName, from: Offset, max: usize) -> StoreResult<Records> {
         NullStore.read(q, from, max).await
     }
-    async fn release(&self, _: &QueueName, _: &[Offset]) -> Result<(), StoreError> {
-        Ok(())
+    async fn release(&self, q: &QueueName, offsets: &[Offset]) -> Result<(), StoreError> {
+        NullStore.release(q, offsets).await
     }
-    async fn remove_queue(&self, _: &QueueName) -> Result<(), StoreError> {
-        Ok(())
+    async fn remove_queue(&self, q: &QueueName) -> Result<(), StoreError> {
+        NullStore.remove_queue(q).await
     }
     async fn queues(&self) -> Result<Vec<QueueName>, StoreError> {
-        Ok(Vec::new())
+        NullStore.queues().await
     }
-    async fn put_meta(&self, _: &str, _: Option<Bytes>) -> Result<(), StoreError> {
-        Ok(())
+    async fn put_meta(&self, key: &str, value: Option<Bytes>) -> Result<(), StoreError> {
+        NullStore.put_meta(key, value).await
     }
-    async fn load_meta(&self, _: &str) -> Result<Vec<(String, Bytes)>, StoreError> {
-        Ok(Vec::new())
+    async fn load_meta(&self, prefix: &str) -> Result<Vec<(String, Bytes)>, StoreError> {
+        NullStore.load_meta(prefix).await
     }
-    async fn persist(&self, _: PersistMode) -> Result<(), StoreError> {
-        Ok(())
+    async fn persist(&self, mode: PersistMode) -> Result<(), StoreError> {
+        NullStore.persist(mode).await
     }
 }
 
