@@ -7,6 +7,7 @@ mod common;
 
 use std::net::SocketAddr;
 
+use common::mqtt_bytes::{pkt, string, vbi};
 use common::{TestServer, STEP};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -14,33 +15,6 @@ use tokio::time::timeout;
 
 const V3: u8 = 4;
 const V5: u8 = 5;
-
-fn vbi(mut n: usize, out: &mut Vec<u8>) {
-    loop {
-        let byte = u8::try_from(n % 128).expect("7 bits");
-        n /= 128;
-        out.push(if n > 0 { byte | 0x80 } else { byte });
-        if n == 0 {
-            return;
-        }
-    }
-}
-
-fn pkt(header: u8, body: &[u8]) -> Vec<u8> {
-    let mut out = vec![header];
-    vbi(body.len(), &mut out);
-    out.extend_from_slice(body);
-    out
-}
-
-fn string(s: &str) -> Vec<u8> {
-    let mut out = u16::try_from(s.len())
-        .expect("short")
-        .to_be_bytes()
-        .to_vec();
-    out.extend_from_slice(s.as_bytes());
-    out
-}
 
 /// One PUBLISH as a client sees it.
 #[derive(Debug, PartialEq)]

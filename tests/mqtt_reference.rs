@@ -7,6 +7,7 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use common::mqtt_bytes::{pkt, string, vbi};
 use common::TestServer;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -23,30 +24,6 @@ const CONNACK_V3: &[u8] = &[0x20, 0x02, 0x00, 0x00];
 const CONNACK_V5: &[u8] = &[
     0x20, 0x0e, 0x00, 0x00, 0x0b, 0x22, 0x00, 0x0a, 0x27, 0x01, 0x00, 0x00, 0x00, 0x21, 0x00, 0x14,
 ];
-
-fn vbi(mut n: usize, out: &mut Vec<u8>) {
-    loop {
-        let byte = u8::try_from(n % 128).unwrap();
-        n /= 128;
-        out.push(if n > 0 { byte | 0x80 } else { byte });
-        if n == 0 {
-            return;
-        }
-    }
-}
-
-fn pkt(header: u8, body: &[u8]) -> Vec<u8> {
-    let mut out = vec![header];
-    vbi(body.len(), &mut out);
-    out.extend_from_slice(body);
-    out
-}
-
-fn string(s: &[u8]) -> Vec<u8> {
-    let mut out = u16::try_from(s.len()).unwrap().to_be_bytes().to_vec();
-    out.extend_from_slice(s);
-    out
-}
 
 /// CONNECT for protocol `level` with connect `flags`, keep alive 60, client id `id`, 5.0
 /// `props` (level 5 only) and the rest of the payload in `tail`.

@@ -5,6 +5,8 @@
 
 #![allow(dead_code)]
 
+pub mod mqtt_bytes;
+
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
