@@ -192,9 +192,10 @@ fn parse_filter(text: &[u8], syntax: TopicSyntax) -> Result<Filter, SubjectError
     }
 }
 
-/// Builds the envelope for `[subject][body…]` parts already split.
-pub fn envelope(subject: Subject, body: &[Bytes], origin: Origin) -> Envelope {
-    let mut env = Envelope::new(subject, join(body), origin);
+/// Builds the envelope for `[subject][body…]` parts already split, published at
+/// `timestamp_ns` (read once per batch of messages).
+pub fn envelope(subject: Subject, body: &[Bytes], origin: Origin, timestamp_ns: u64) -> Envelope {
+    let mut env = Envelope::stamped(subject, join(body), origin, timestamp_ns);
     if body.len() != 1 {
         env.frames = Some(body.iter().map(Bytes::len).collect());
     }
@@ -356,9 +357,9 @@ mod tests {
     #[test]
     fn body_frames_survive_the_envelope() {
         let subject = Subject::new("a").unwrap();
-        let one = envelope(subject.clone(), &[Bytes::from_static(b"x")], origin());
+        let one = envelope(subject.clone(), &[Bytes::from_static(b"x")], origin(), 1);
         assert!(one.frames.is_none());
-        let none = envelope(subject.clone(), &[], origin());
+        let none = envelope(subject.clone(), &[], origin(), 1);
         assert!(
             none.body_frames().is_empty(),
             "a subject-only message stays subject-only"
@@ -368,7 +369,7 @@ mod tests {
             Bytes::new(),
             Bytes::from_static(b"c"),
         ];
-        let many = envelope(subject, &parts, origin());
+        let many = envelope(subject, &parts, origin(), 1);
         assert_eq!(&many.payload[..], b"abc");
         assert_eq!(many.body_frames(), parts.to_vec());
         let mut wire = BytesMut::new();

@@ -116,7 +116,7 @@ where
         let split = self.split_subject(parts, lone);
         match split.filter(|(subject, _, _)| !subject.as_str().starts_with(SYS_PREFIX)) {
             Some((subject, _, body)) => {
-                let env = mapping::envelope(subject, body, self.origin);
+                let env = mapping::envelope(subject, body, self.origin, self.read_at_ns);
                 self.listener.router.publish(Arc::new(env));
             }
             None => self.drop_message(),
@@ -162,7 +162,7 @@ where
         let Some(reply_to) = requests.insert(pending) else {
             return self.drop_message();
         };
-        let mut env = mapping::envelope(subject, body, self.origin);
+        let mut env = mapping::envelope(subject, body, self.origin, self.read_at_ns);
         env.reply_to = Some(reply_to.clone());
         let routed = self.listener.router.publish(Arc::new(env));
         if routed.matched() == 0 {
@@ -215,7 +215,7 @@ where
             [_subject, body @ ..] if !body.is_empty() => body,
             lone_or_none => lone_or_none,
         };
-        let env = mapping::envelope(reply_to, body, self.origin);
+        let env = mapping::envelope(reply_to, body, self.origin, self.read_at_ns);
         self.listener.router.publish(Arc::new(env));
     }
 
