@@ -38,6 +38,8 @@ pub const FLAG_LONG: u8 = 0x02;
 /// Flag bit: the frame is a command.
 pub const FLAG_COMMAND: u8 = 0x04;
 
+/// Octets of the longest frame header (flags and an 8-octet size).
+pub const FRAME_HEADER_MAX: usize = 9;
 /// Largest body a short frame can carry.
 pub const SHORT_MAX: usize = 255;
 /// Default [`Limits::max_msg_size`]: 16 MiB.
@@ -299,7 +301,7 @@ pub fn put_command_body(dst: &mut BytesMut, body: &[u8]) {
 /// Writes one command frame.
 pub fn put_command(dst: &mut BytesMut, command: &Command) -> Result<(), FrameError> {
     let len = command.body_len();
-    dst.reserve(9 + len);
+    dst.reserve(FRAME_HEADER_MAX + len);
     put_frame_header(dst, FLAG_COMMAND, len);
     command.encode_body(dst)
 }

@@ -234,7 +234,8 @@ where
 
     fn deliver(&mut self, delivery: &Delivery) {
         let msg = &delivery.msg;
-        if msg.is_expired(polymq_core::envelope::now_ns()) {
+        // The clock is read only for the rare message with an expiry (MQTT 5).
+        if msg.expires_at_ns.is_some() && msg.is_expired(polymq_core::envelope::now_ns()) {
             return self.drop_message();
         }
         let hwm = self.listener.config.sndhwm;
