@@ -135,6 +135,9 @@ pub enum Outbound {
     Message(Message),
 }
 
+/// Largest parts vector [`ZmtpCodec::recycle`] keeps.
+const RECYCLED_PARTS_MAX: usize = 16;
+
 /// Decoder state plus the parts of a message still arriving.
 #[derive(Debug)]
 pub struct ZmtpCodec {
@@ -160,6 +163,15 @@ impl ZmtpCodec {
         Self {
             greeted: true,
             ..Self::new(limits)
+        }
+    }
+
+    /// Takes back the parts vector of a message its receiver is done with, so the next
+    /// message reuses its allocation (only a small one, and only between messages).
+    pub fn recycle(&mut self, mut parts: Vec<Bytes>) {
+        if self.parts.capacity() == 0 && parts.capacity() <= RECYCLED_PARTS_MAX {
+            parts.clear();
+            self.parts = parts;
         }
     }
 

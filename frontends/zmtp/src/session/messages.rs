@@ -18,7 +18,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use polymq_core::subject::zmtp::{frame_to_subject, subject_frame};
+use polymq_core::subject::zmtp::{frame_to_subject, subject_frame, TopicSyntax};
 use polymq_core::{Delivery, Envelope, Protocol, Subject};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
@@ -51,9 +51,9 @@ where
             let metrics = self.listener.router.metrics();
             metrics.message_in(Protocol::Zmtp, message.size());
         }
-        let Message(parts) = message;
+        let Message(mut parts) = message;
         match &self.state {
-            State::Subscriber { .. } => self.on_subscription_parts(parts),
+            State::Subscriber { .. } => self.on_subscription_parts(&mut parts),
             State::Publisher => self.publish_parts(&parts, Lone::Subject),
             State::Producer { subject } => {
                 let lone = Lone::Body(subject.clone());
@@ -67,17 +67,18 @@ where
                 let lone = Lone::Body(subject.clone());
                 self.publish_parts(&parts, lone);
             }
-            State::Requester { .. } => self.on_request(parts),
-            State::Responder { .. } => self.on_reply(parts),
+            State::Requester { .. } => return self.on_request(parts),
+            State::Responder { .. } => self.on_reply(&parts),
             State::Consumer => self.drop_message(),
         }
+        self.framed.codec_mut().recycle(parts);
     }
 
     /// XPUB semantics: every part starting with `0x01`/`0x00` subscribes/cancels (libzmq's
     /// XPUB reads every part too, unless `ZMQ_ONLY_FIRST_SUBSCRIBE` is set); anything else
     /// from a SUB/XSUB peer is discarded.
-    fn on_subscription_parts(&mut self, parts: Vec<Bytes>) {
-        for mut part in parts {
+    fn on_subscription_parts(&mut self, parts: &mut Vec<Bytes>) {
+        for mut part in parts.drain(..) {
             match part.first() {
                 Some(1) => self.subscribe(part.split_off(1)),
                 Some(0) => self.cancel(part.get(1..).unwrap_or_default()),
@@ -92,7 +93,7 @@ where
 
     /// Splits `[subject][body…]` into the subject, its frame and the body.
     fn split_subject<'p>(
-        &self,
+        &mut self,
         parts: &'p [Bytes],
         lone: Lone,
     ) -> Option<(Subject, Bytes, &'p [Bytes])> {
@@ -103,8 +104,9 @@ where
                 let frame = subject_frame(&subject);
                 Some((subject, frame, std::slice::from_ref(only)))
             }
-            ([topic, body @ ..], _) => frame_to_subject(topic, syntax)
-                .ok()
+            ([topic, body @ ..], _) => self
+                .last_topic
+                .subject(topic, syntax)
                 .map(|subject| (subject, topic.clone(), body)),
             ([], _) => None,
         }
@@ -112,7 +114,7 @@ where
 
     /// Publishes `[subject][body…]`; an invalid subject, or one in the broker's `$SYS` tree,
     /// drops the message.
-    fn publish_parts(&self, parts: &[Bytes], lone: Lone) {
+    fn publish_parts(&mut self, parts: &[Bytes], lone: Lone) {
         let split = self.split_subject(parts, lone);
         match split.filter(|(subject, _, _)| !subject.as_str().starts_with(SYS_PREFIX)) {
             Some((subject, _, body)) => {
@@ -199,7 +201,7 @@ where
 
     /// A REP/ROUTER reply: `[request id][""][subject][reply body…]` (a lone part after the
     /// delimiter is taken as the body).
-    fn on_reply(&mut self, parts: Vec<Bytes>) {
+    fn on_reply(&mut self, parts: &[Bytes]) {
         let State::Responder { assignments } = &mut self.state else {
             return;
         };
@@ -272,7 +274,51 @@ where
     }
 }
 
+/// The subject of the topic frame a peer sent last: a publisher usually sends the same one
+/// again, and then neither validates nor allocates it anew.
+#[derive(Debug, Default)]
+pub(super) struct LastTopic(Option<(Box<[u8]>, Subject)>);
+
+impl LastTopic {
+    /// The subject of `topic` in `syntax` (the listener's, fixed for a session), or `None`
+    /// when it is not a valid subject.
+    fn subject(&mut self, topic: &[u8], syntax: TopicSyntax) -> Option<Subject> {
+        if let Some((last, subject)) = &self.0 {
+            if **last == *topic {
+                return Some(subject.clone());
+            }
+        }
+        let subject = frame_to_subject(topic, syntax).ok()?;
+        self.0 = Some((topic.into(), subject.clone()));
+        Some(subject)
+    }
+}
+
 /// Frame 0 of a delivery: the joined canonical subject.
 fn subject(msg: &Envelope) -> &[u8] {
     msg.subject.as_str().as_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn last_topic_is_reused_until_another_arrives() {
+        let mut last = LastTopic::default();
+        let first = last.subject(b"a.b", TopicSyntax::Nats).unwrap();
+        let again = last.subject(b"a.b", TopicSyntax::Nats).unwrap();
+        assert_eq!(first.as_str(), "a.b");
+        assert!(
+            std::ptr::eq(first.as_str(), again.as_str()),
+            "the same topic shares its subject"
+        );
+        assert_eq!(
+            last.subject(b"a/c", TopicSyntax::Mqtt).unwrap().as_str(),
+            "a.c"
+        );
+        assert_eq!(last.subject(b"a..b", TopicSyntax::Nats), None);
+        let kept = last.subject(b"a/c", TopicSyntax::Mqtt).unwrap();
+        assert_eq!(kept.as_str(), "a.c", "an invalid topic leaves the last one");
+    }
 }

@@ -60,6 +60,7 @@ use crate::mapping::{broker_metadata, Defaults, Role};
 
 use handshake::{handshake, PeerInfo};
 use heartbeat::Heartbeat;
+use messages::LastTopic;
 use requests::{Assignments, Requests};
 use subscriptions::{CoreSubscription, Prefixes};
 
@@ -275,6 +276,8 @@ struct Session<S> {
     outbox: Outbox,
     heartbeat: Heartbeat,
     reported_drops: u64,
+    /// The subject of the last topic frame published.
+    last_topic: LastTopic,
     /// Wall clock of the last read (ns since the epoch): the publish time of what it brought.
     read_at_ns: u64,
 }
@@ -304,6 +307,7 @@ where
             outbox,
             heartbeat,
             reported_drops: 0,
+            last_topic: LastTopic::default(),
             read_at_ns: now_ns(),
         }
     }
