@@ -13,7 +13,9 @@
 //! - A message is published whole or not at all; one with an invalid subject frame, or one
 //!   for the broker's `$SYS` tree, is dropped and counted (ZMTP has no NACK); a request with
 //!   an invalid subject frame gets the `400` error reply instead.
-//! - Every delivery written counts in `message_out`; every one not written counts as dropped.
+//! - Every delivery written counts in the `messages_out` metrics; every one not written counts
+//!   as dropped. Messages in and out are tallied per read and per drain, and added to the
+//!   shared metrics once for each.
 
 use std::sync::Arc;
 
@@ -48,8 +50,7 @@ where
 {
     pub(super) fn on_message(&mut self, message: Message) {
         if !matches!(self.state, State::Subscriber { .. }) {
-            let metrics = self.listener.router.metrics();
-            metrics.message_in(Protocol::Zmtp, message.size());
+            self.received.add(message.size());
         }
         let Message(mut parts) = message;
         match &self.state {
@@ -231,6 +232,9 @@ where
             self.deliver(&delivery);
             batch += 1;
         }
+        let (count, bytes) = self.written.take();
+        let metrics = self.listener.router.metrics();
+        metrics.messages_written(Protocol::Zmtp, count, bytes);
         self.report_drops();
     }
 
@@ -264,13 +268,30 @@ where
             State::Publisher | State::Producer { .. } => None,
         };
         match written {
-            Some(bytes) => self
-                .listener
-                .router
-                .metrics()
-                .message_out(Protocol::Zmtp, bytes),
+            Some(bytes) => self.written.add(bytes),
             None => self.drop_message(),
         }
+    }
+}
+
+/// Messages and their payload octets, counted by the session until it adds them to the
+/// shared metrics at the end of a batch.
+#[derive(Debug, Default)]
+pub(super) struct Tally {
+    messages: u64,
+    bytes: u64,
+}
+
+impl Tally {
+    fn add(&mut self, bytes: usize) {
+        self.messages += 1;
+        self.bytes += bytes as u64;
+    }
+
+    /// The count and octets so far; starts again from zero.
+    pub(super) fn take(&mut self) -> (u64, u64) {
+        let Self { messages, bytes } = std::mem::take(self);
+        (messages, bytes)
     }
 }
 

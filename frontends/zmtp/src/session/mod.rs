@@ -60,7 +60,7 @@ use crate::mapping::{broker_metadata, Defaults, Role};
 
 use handshake::{handshake, PeerInfo};
 use heartbeat::Heartbeat;
-use messages::LastTopic;
+use messages::{LastTopic, Tally};
 use requests::{Assignments, Requests};
 use subscriptions::{CoreSubscription, Prefixes};
 
@@ -276,6 +276,10 @@ struct Session<S> {
     outbox: Outbox,
     heartbeat: Heartbeat,
     reported_drops: u64,
+    /// Messages of the current read, not yet in the metrics.
+    received: Tally,
+    /// Deliveries of the current drain, not yet in the metrics.
+    written: Tally,
     /// The subject of the last topic frame published.
     last_topic: LastTopic,
     /// Wall clock of the last read (ns since the epoch): the publish time of what it brought.
@@ -307,6 +311,8 @@ where
             outbox,
             heartbeat,
             reported_drops: 0,
+            received: Tally::default(),
+            written: Tally::default(),
             last_topic: LastTopic::default(),
             read_at_ns: now_ns(),
         }
@@ -372,7 +378,14 @@ where
     /// read for all of them (their publish time).
     fn on_read(&mut self, first: Inbound) -> Result<(), SessionError> {
         self.read_at_ns = now_ns();
-        self.on_inbound(first)?;
+        let handled = self.on_inbound(first).and_then(|()| self.on_buffered());
+        let (count, bytes) = self.received.take();
+        let metrics = self.listener.router.metrics();
+        metrics.messages_received(Protocol::Zmtp, count, bytes);
+        handled
+    }
+
+    fn on_buffered(&mut self) -> Result<(), SessionError> {
         while self.reading() {
             let Some(item) = decode_buffered(&mut self.framed)? else {
                 break;
