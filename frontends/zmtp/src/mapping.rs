@@ -195,11 +195,11 @@ fn parse_filter(text: &[u8], syntax: TopicSyntax) -> Result<Filter, SubjectError
 /// Builds the envelope for `[subject][body…]` parts already split, published at
 /// `timestamp_ns` (read once per batch of messages).
 pub fn envelope(subject: Subject, body: &[Bytes], origin: Origin, timestamp_ns: u64) -> Envelope {
-    let mut env = Envelope::stamped(subject, join(body), origin, timestamp_ns);
-    if body.len() != 1 {
-        env.frames = Some(body.iter().map(Bytes::len).collect());
+    let frames = (body.len() != 1).then(|| body.iter().map(Bytes::len).collect());
+    Envelope {
+        frames,
+        ..Envelope::stamped(subject, join(body), origin, timestamp_ns)
     }
-    env
 }
 
 /// One payload from body frames; a single frame is shared, not copied.
