@@ -4,7 +4,11 @@
 #
 #   bench/compare.sh                      build (release), start the brokers, run, print a table
 #   BENCH_PORT_OFFSET=1000 bench/compare.sh    shift every port (when the defaults are taken)
-#   BENCH_SKIP_BUILD=1 bench/compare.sh        use the release binaries already in target/
+#   BENCH_SKIP_BUILD=1 bench/compare.sh        use the release binaries already built (in
+#                                              $CARGO_TARGET_DIR, else target/)
+#   BENCH_POLYMQ=/path/to/polymq bench/compare.sh   run this broker binary instead
+#   BENCH_ONLY=zmtp bench/compare.sh           run only these protocols (comma-separated:
+#                                              nats, mqtt, nsq, zmtp; default all)
 #
 # References: nats-server, mosquitto, and libzmq's stock devices (bench/zmq_proxy.py: XSUB/XPUB
 # forwarder, PULL/PUSH streamer, ROUTER/DEALER queue). No nsqd is available here, so NSQ runs
@@ -41,8 +45,9 @@ RUN_TIMEOUT=300
 RESULTS_DIR="$ROOT/bench/results"
 RESULTS="$RESULTS_DIR/$(date -u +%Y-%m-%d).jsonl"
 RUN_ID="$(date -u +%Y%m%dT%H%M%SZ)-$$"
-BENCH="$ROOT/target/release/polymq-bench"
-POLYMQ="$ROOT/target/release/polymq"
+TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+BENCH="$TARGET_DIR/release/polymq-bench"
+POLYMQ="${BENCH_POLYMQ:-$TARGET_DIR/release/polymq}"
 
 TMP="$(mktemp -d)"
 PIDS=()
@@ -93,6 +98,11 @@ start() {
     PIDS+=("$!")
 }
 
+# wanted PROTOCOL: true when BENCH_ONLY is unset or names PROTOCOL.
+wanted() {
+    [[ -z "${BENCH_ONLY:-}" || ",${BENCH_ONLY}," == *",$1,"* ]]
+}
+
 find_tool() {
     command -v "$1" 2>/dev/null || { [[ -x "/usr/sbin/$1" ]] && echo "/usr/sbin/$1"; } || true
 }
@@ -105,10 +115,10 @@ for binary in "$POLYMQ" "$BENCH"; do
     [[ -x "$binary" ]] || { echo "$binary is missing: build it first" >&2; exit 1; }
 done
 
-NATS_SERVER="$(find_tool nats-server)"
-MOSQUITTO="$(find_tool mosquitto)"
-HAVE_PYZMQ=false
-python3 -c 'import zmq' 2>/dev/null && HAVE_PYZMQ=true
+NATS_SERVER="" MOSQUITTO="" HAVE_PYZMQ=false
+wanted nats && NATS_SERVER="$(find_tool nats-server)"
+wanted mqtt && MOSQUITTO="$(find_tool mosquitto)"
+wanted zmtp && python3 -c 'import zmq' 2>/dev/null && HAVE_PYZMQ=true
 
 require_free "$P_NATS" "$P_MQTT" "$P_NSQ" "$P_NSQ_HTTP" "$P_ZMTP" "$P_ADMIN"
 start polymq "$POLYMQ" \
@@ -180,6 +190,7 @@ EOF
 }
 
 # NATS
+if wanted nats; then
 POLYMQ_TARGET="127.0.0.1:$P_NATS"
 REF=""
 [[ -z "$NATS_SERVER" ]] || REF="nats-server=127.0.0.1:$R_NATS"
@@ -188,8 +199,10 @@ run "NATS 1:1 256 B" "$REF" --protocol nats --size 256 --messages "$N"
 run "NATS fan-out 1→8" "$REF" --protocol nats --messages "$N_FANOUT" --subscribers 8
 run "NATS fan-in 8→1" "$REF" --protocol nats --messages "$N_FANIN" --publishers 8
 run "NATS req/rep latency" "$REF" --protocol nats --scenario reqrep --messages "$N_LATENCY"
+fi
 
 # MQTT at QoS 0 and QoS 1
+if wanted mqtt; then
 POLYMQ_TARGET="127.0.0.1:$P_MQTT"
 REF=""
 [[ -z "$MOSQUITTO" ]] || REF="mosquitto=127.0.0.1:$R_MQTT"
@@ -202,8 +215,10 @@ for proto in mqtt mqtt-qos1; do
     run "$name fan-in 8→1" "$REF" --protocol "$proto" --messages "$N_FANIN" --publishers 8
     run "$name latency @${RATE}/s" "$REF" --protocol "$proto" --messages "$N_LATENCY" --rate "$RATE"
 done
+fi
 
 # NSQ (polymq only)
+if wanted nsq; then
 POLYMQ_TARGET="127.0.0.1:$P_NSQ"
 run "NSQ PUB 1:1 16 B" "" --protocol nsq --size 16 --messages "$N"
 run "NSQ PUB 1:1 256 B" "" --protocol nsq --size 256 --messages "$N"
@@ -211,8 +226,10 @@ run "NSQ MPUB×100 1:1 16 B" "" --protocol nsq --size 16 --messages "$N" --batch
 run "NSQ MPUB×100 1:1 256 B" "" --protocol nsq --size 256 --messages "$N" --batch 100
 run "NSQ 2 channels fan-out" "" --protocol nsq --messages "$N" --subscribers 2
 run "NSQ 1 channel, 4 consumers" "" --protocol nsq --scenario queue --messages "$N" --subscribers 4
+fi
 
 # ZMTP
+if wanted zmtp; then
 # ZMTP: the reference is a libzmq device per pattern, each with its own two ports.
 POLYMQ_TARGET="127.0.0.1:$P_ZMTP"
 zmq_ref() { if $HAVE_PYZMQ; then echo "libzmq=127.0.0.1:$1,$2"; fi; }
@@ -223,6 +240,7 @@ REF="$(zmq_ref "$R_STREAM_FRONT" "$R_STREAM_BACK")"
 run "ZMTP PUSH→PULL 4 workers" "$REF" --protocol zmtp --scenario queue --messages "$N" --subscribers 4
 REF="$(zmq_ref "$R_QUEUE_FRONT" "$R_QUEUE_BACK")"
 run "ZMTP REQ/REP latency" "$REF" --protocol zmtp --scenario reqrep --messages "$N_LATENCY"
+fi
 
 echo >&2
 echo "results: $RESULTS (run $RUN_ID)" >&2
@@ -265,7 +283,7 @@ EOF
 
 # Memory per idle MQTT connection, on fresh brokers so the baseline is clean.
 IDLE_CONNECTIONS="${BENCH_IDLE_CONNECTIONS:-10000}"
-if (( $(ulimit -n) > IDLE_CONNECTIONS + 100 )); then
+if wanted mqtt && (( $(ulimit -n) > IDLE_CONNECTIONS + 100 )); then
     I_POLYMQ=$((31883 + OFFSET))
     I_MOSQUITTO=$((31884 + OFFSET))
     require_free "$I_POLYMQ" "$I_MOSQUITTO"
@@ -290,6 +308,6 @@ if (( $(ulimit -n) > IDLE_CONNECTIONS + 100 )); then
         python3 "$ROOT/bench/mqtt_idle.py" --pid "${IDLE_PIDS[$i]}" --addr "${target#*=}" \
             --target "${target%%=*}" --connections "$IDLE_CONNECTIONS" | tee -a "$RESULTS"
     done
-else
+elif wanted mqtt; then
     echo "skipping the idle-connection measurement: ulimit -n is below $IDLE_CONNECTIONS" >&2
 fi

@@ -1220,3 +1220,41 @@ async fn pull_members_share_a_group_with_nats() {
     .await
     .unwrap();
 }
+
+#[tokio::test]
+async fn messages_of_one_read_are_each_counted_in_and_out() {
+    timeout(STEP, async {
+        let server = server("").await;
+        let mut pull = Raw::null(server.zmtp, 1, "PULL", &[("X-Subject", b"tally")], "PUSH").await;
+        pull.sync().await;
+        let mut push = Raw::null(server.zmtp, 1, "PUSH", &[], "PULL").await;
+        // One write: the broker handles all three messages from one read.
+        let burst: Vec<u8> = [&b"x"[..], b"yy", b"zzz"]
+            .iter()
+            .flat_map(|body| message(&[b"tally", body]))
+            .collect();
+        push.send(&burst).await;
+        for body in [&b"x"[..], b"yy", b"zzz"] {
+            assert_eq!(
+                pull.read_message().await,
+                vec![b"tally".to_vec(), body.to_vec()]
+            );
+        }
+        let metrics = server.router().metrics();
+        let zmtp = polymq_core::Protocol::Zmtp;
+        // The publisher adds its read's tally just after routing the last message.
+        while metrics.messages_in(zmtp) < 3 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(
+            (metrics.messages_in(zmtp), metrics.bytes_in(zmtp)),
+            (3, 3 * 5 + 6)
+        );
+        assert_eq!(
+            (metrics.messages_out(zmtp), metrics.bytes_out(zmtp)),
+            (3, 6)
+        );
+    })
+    .await
+    .unwrap();
+}

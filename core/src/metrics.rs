@@ -65,16 +65,33 @@ impl Metrics {
 
     /// A message arrived from a client.
     pub fn message_in(&self, protocol: Protocol, bytes: usize) {
-        let c = self.of(protocol);
-        c.messages_in.fetch_add(1, Ordering::Relaxed);
-        c.bytes_in.fetch_add(bytes as u64, Ordering::Relaxed);
+        self.messages_received(protocol, 1, bytes as u64);
     }
 
     /// A message was written to a client.
     pub fn message_out(&self, protocol: Protocol, bytes: usize) {
-        let c = self.of(protocol);
-        c.messages_out.fetch_add(1, Ordering::Relaxed);
-        c.bytes_out.fetch_add(bytes as u64, Ordering::Relaxed);
+        self.messages_written(protocol, 1, bytes as u64);
+    }
+
+    /// `count` messages of `bytes` payload octets in all arrived from clients: one update for
+    /// a whole batch (the counters are shared by every connection's thread, so an update per
+    /// message contends).
+    pub fn messages_received(&self, protocol: Protocol, count: u64, bytes: u64) {
+        if count > 0 {
+            let c = self.of(protocol);
+            c.messages_in.fetch_add(count, Ordering::Relaxed);
+            c.bytes_in.fetch_add(bytes, Ordering::Relaxed);
+        }
+    }
+
+    /// `count` messages of `bytes` payload octets in all were written to clients: one update
+    /// for a whole batch.
+    pub fn messages_written(&self, protocol: Protocol, count: u64, bytes: u64) {
+        if count > 0 {
+            let c = self.of(protocol);
+            c.messages_out.fetch_add(count, Ordering::Relaxed);
+            c.bytes_out.fetch_add(bytes, Ordering::Relaxed);
+        }
     }
 
     /// Messages dropped on the way to clients of `protocol` (full outbox, unrepresentable
@@ -222,6 +239,9 @@ mod tests {
         m.connection_opened(Protocol::Nats);
         m.message_in(Protocol::Mqtt, 10);
         m.dropped(Protocol::Zmtp, 3);
+        m.messages_written(Protocol::Zmtp, 4, 40);
+        m.messages_written(Protocol::Zmtp, 0, 0);
+        m.message_out(Protocol::Zmtp, 2);
         let mut text = String::new();
         m.render(&mut text);
         assert!(text.contains("polymq_connections{protocol=\"nats\"} 1"));
@@ -229,5 +249,7 @@ mod tests {
         assert!(text.contains("polymq_bytes_in_total{protocol=\"mqtt\"} 10"));
         assert!(text.contains("polymq_dropped_messages_total{protocol=\"zmtp\"} 3"));
         assert!(text.contains("polymq_connections{protocol=\"nsq\"} 0"));
+        assert!(text.contains("polymq_messages_out_total{protocol=\"zmtp\"} 5"));
+        assert!(text.contains("polymq_bytes_out_total{protocol=\"zmtp\"} 42"));
     }
 }

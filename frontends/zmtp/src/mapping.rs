@@ -27,7 +27,7 @@ use polymq_core::subject::zmtp::{self, TopicSyntax};
 use polymq_core::{Envelope, Filter, Origin, Subject, SubjectError};
 
 use crate::config::Config;
-use crate::frame::{put_message, Metadata};
+use crate::frame::{put_part, Metadata, FRAME_HEADER_MAX};
 
 /// Metadata property naming the subject (or filter) of a peer.
 pub const X_SUBJECT: &str = "X-Subject";
@@ -192,13 +192,14 @@ fn parse_filter(text: &[u8], syntax: TopicSyntax) -> Result<Filter, SubjectError
     }
 }
 
-/// Builds the envelope for `[subject][body…]` parts already split.
-pub fn envelope(subject: Subject, body: &[Bytes], origin: Origin) -> Envelope {
-    let mut env = Envelope::new(subject, join(body), origin);
-    if body.len() != 1 {
-        env.frames = Some(body.iter().map(Bytes::len).collect());
+/// Builds the envelope for `[subject][body…]` parts already split, published at
+/// `timestamp_ns` (read once per batch of messages).
+pub fn envelope(subject: Subject, body: &[Bytes], origin: Origin, timestamp_ns: u64) -> Envelope {
+    let frames = (body.len() != 1).then(|| body.iter().map(Bytes::len).collect());
+    Envelope {
+        frames,
+        ..Envelope::stamped(subject, join(body), origin, timestamp_ns)
     }
-    env
 }
 
 /// One payload from body frames; a single frame is shared, not copied.
@@ -217,22 +218,36 @@ fn join(body: &[Bytes]) -> Bytes {
 }
 
 /// Writes `[prefix…][subject][body…]` (no subject frame when `subject` is `None`) for a
-/// delivery; returns the number of octets of payload.
+/// delivery; returns the number of octets of payload. Allocates nothing but `dst`'s growth.
 pub fn put_delivery(
     dst: &mut BytesMut,
     prefix: &[Bytes],
     subject: Option<&[u8]>,
     msg: &Envelope,
 ) -> usize {
-    let body = msg.body_frames();
-    let parts: Vec<&[u8]> = prefix
+    let payload = &msg.payload[..];
+    let whole = [payload.len()];
+    let lengths = msg.frames.as_deref().unwrap_or(&whole);
+    let mut start: usize = 0;
+    let body = lengths.iter().map(|&len| {
+        let end = start.saturating_add(len).min(payload.len());
+        let frame = payload.get(start..end).unwrap_or_default();
+        start = end;
+        frame
+    });
+    let count = prefix.len() + usize::from(subject.is_some()) + lengths.len();
+    let head_len: usize = prefix
         .iter()
-        .map(Bytes::as_ref)
-        .chain(subject)
-        .chain(body.iter().map(Bytes::as_ref))
-        .collect();
-    put_message(dst, parts.into_iter());
-    msg.payload.len()
+        .map(Bytes::len)
+        .chain(subject.map(<[u8]>::len))
+        .sum();
+    dst.reserve(head_len + payload.len() + count * FRAME_HEADER_MAX);
+    let parts = prefix.iter().map(Bytes::as_ref).chain(subject).chain(body);
+    let last = count.saturating_sub(1);
+    for (i, part) in parts.enumerate() {
+        put_part(dst, part, i < last);
+    }
+    payload.len()
 }
 
 #[cfg(test)]
@@ -356,9 +371,9 @@ mod tests {
     #[test]
     fn body_frames_survive_the_envelope() {
         let subject = Subject::new("a").unwrap();
-        let one = envelope(subject.clone(), &[Bytes::from_static(b"x")], origin());
+        let one = envelope(subject.clone(), &[Bytes::from_static(b"x")], origin(), 1);
         assert!(one.frames.is_none());
-        let none = envelope(subject.clone(), &[], origin());
+        let none = envelope(subject.clone(), &[], origin(), 1);
         assert!(
             none.body_frames().is_empty(),
             "a subject-only message stays subject-only"
@@ -368,7 +383,7 @@ mod tests {
             Bytes::new(),
             Bytes::from_static(b"c"),
         ];
-        let many = envelope(subject, &parts, origin());
+        let many = envelope(subject, &parts, origin(), 1);
         assert_eq!(&many.payload[..], b"abc");
         assert_eq!(many.body_frames(), parts.to_vec());
         let mut wire = BytesMut::new();

@@ -38,6 +38,8 @@ pub const FLAG_LONG: u8 = 0x02;
 /// Flag bit: the frame is a command.
 pub const FLAG_COMMAND: u8 = 0x04;
 
+/// Octets of the longest frame header (flags and an 8-octet size).
+pub const FRAME_HEADER_MAX: usize = 9;
 /// Largest body a short frame can carry.
 pub const SHORT_MAX: usize = 255;
 /// Default [`Limits::max_msg_size`]: 16 MiB.
@@ -133,6 +135,9 @@ pub enum Outbound {
     Message(Message),
 }
 
+/// Largest parts vector [`ZmtpCodec::recycle`] keeps.
+const RECYCLED_PARTS_MAX: usize = 16;
+
 /// Decoder state plus the parts of a message still arriving.
 #[derive(Debug)]
 pub struct ZmtpCodec {
@@ -158,6 +163,15 @@ impl ZmtpCodec {
         Self {
             greeted: true,
             ..Self::new(limits)
+        }
+    }
+
+    /// Takes back the parts vector of a message its receiver is done with, so the next
+    /// message reuses its allocation (only a small one, and only between messages).
+    pub fn recycle(&mut self, mut parts: Vec<Bytes>) {
+        if self.parts.capacity() == 0 && parts.capacity() <= RECYCLED_PARTS_MAX {
+            parts.clear();
+            self.parts = parts;
         }
     }
 
@@ -299,7 +313,7 @@ pub fn put_command_body(dst: &mut BytesMut, body: &[u8]) {
 /// Writes one command frame.
 pub fn put_command(dst: &mut BytesMut, command: &Command) -> Result<(), FrameError> {
     let len = command.body_len();
-    dst.reserve(9 + len);
+    dst.reserve(FRAME_HEADER_MAX + len);
     put_frame_header(dst, FLAG_COMMAND, len);
     command.encode_body(dst)
 }

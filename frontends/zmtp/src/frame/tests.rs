@@ -271,6 +271,33 @@ fn command_between_parts_keeps_the_message() {
     );
 }
 
+fn next_message(codec: &mut ZmtpCodec, buf: &mut BytesMut) -> Vec<Bytes> {
+    match codec.decode(buf).unwrap() {
+        Some(Inbound::Message(Message(parts))) => parts,
+        other => panic!("expected a message, got {other:?}"),
+    }
+}
+
+#[test]
+fn recycled_parts_carry_the_next_message() {
+    let mut codec = ZmtpCodec::after_greeting(Limits::default());
+    let mut buf = BytesMut::from(&b"\x01\x01a\x00\x01b\x00\x01c\x01\x01d"[..]);
+    let first = next_message(&mut codec, &mut buf);
+    let reused = first.as_ptr();
+    codec.recycle(first);
+    let second = next_message(&mut codec, &mut buf);
+    assert_eq!(second.as_ptr(), reused);
+    // Half of the next message is in: a vector given back now must not disturb it.
+    assert_eq!(codec.decode(&mut buf).unwrap(), None);
+    codec.recycle(vec![Bytes::from_static(b"stale")]);
+    buf.put_slice(b"\x00\x01e");
+    let parts = next_message(&mut codec, &mut buf);
+    assert_eq!(parts, [Bytes::from_static(b"d"), Bytes::from_static(b"e")]);
+    // A large vector is not kept.
+    codec.recycle(Vec::with_capacity(RECYCLED_PARTS_MAX + 1));
+    assert_eq!(codec.parts.capacity(), 0);
+}
+
 #[test]
 fn oversized_frame_is_rejected_before_its_body_arrives() {
     let limits = Limits {

@@ -13,12 +13,14 @@
 //! - A message is published whole or not at all; one with an invalid subject frame, or one
 //!   for the broker's `$SYS` tree, is dropped and counted (ZMTP has no NACK); a request with
 //!   an invalid subject frame gets the `400` error reply instead.
-//! - Every delivery written counts in `message_out`; every one not written counts as dropped.
+//! - Every delivery written counts in the `messages_out` metrics; every one not written counts
+//!   as dropped. Messages in and out are tallied per read and per drain, and added to the
+//!   shared metrics once for each.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
-use polymq_core::subject::zmtp::{frame_to_subject, subject_frame};
+use polymq_core::subject::zmtp::{frame_to_subject, subject_frame, TopicSyntax};
 use polymq_core::{Delivery, Envelope, Protocol, Subject};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
@@ -48,12 +50,11 @@ where
 {
     pub(super) fn on_message(&mut self, message: Message) {
         if !matches!(self.state, State::Subscriber { .. }) {
-            let metrics = self.listener.router.metrics();
-            metrics.message_in(Protocol::Zmtp, message.size());
+            self.received.add(message.size());
         }
-        let Message(parts) = message;
+        let Message(mut parts) = message;
         match &self.state {
-            State::Subscriber { .. } => self.on_subscription_parts(parts),
+            State::Subscriber { .. } => self.on_subscription_parts(&mut parts),
             State::Publisher => self.publish_parts(&parts, Lone::Subject),
             State::Producer { subject } => {
                 let lone = Lone::Body(subject.clone());
@@ -67,17 +68,18 @@ where
                 let lone = Lone::Body(subject.clone());
                 self.publish_parts(&parts, lone);
             }
-            State::Requester { .. } => self.on_request(parts),
-            State::Responder { .. } => self.on_reply(parts),
+            State::Requester { .. } => return self.on_request(parts),
+            State::Responder { .. } => self.on_reply(&parts),
             State::Consumer => self.drop_message(),
         }
+        self.framed.codec_mut().recycle(parts);
     }
 
     /// XPUB semantics: every part starting with `0x01`/`0x00` subscribes/cancels (libzmq's
     /// XPUB reads every part too, unless `ZMQ_ONLY_FIRST_SUBSCRIBE` is set); anything else
     /// from a SUB/XSUB peer is discarded.
-    fn on_subscription_parts(&mut self, parts: Vec<Bytes>) {
-        for mut part in parts {
+    fn on_subscription_parts(&mut self, parts: &mut Vec<Bytes>) {
+        for mut part in parts.drain(..) {
             match part.first() {
                 Some(1) => self.subscribe(part.split_off(1)),
                 Some(0) => self.cancel(part.get(1..).unwrap_or_default()),
@@ -92,7 +94,7 @@ where
 
     /// Splits `[subject][body…]` into the subject, its frame and the body.
     fn split_subject<'p>(
-        &self,
+        &mut self,
         parts: &'p [Bytes],
         lone: Lone,
     ) -> Option<(Subject, Bytes, &'p [Bytes])> {
@@ -103,8 +105,9 @@ where
                 let frame = subject_frame(&subject);
                 Some((subject, frame, std::slice::from_ref(only)))
             }
-            ([topic, body @ ..], _) => frame_to_subject(topic, syntax)
-                .ok()
+            ([topic, body @ ..], _) => self
+                .last_topic
+                .subject(topic, syntax)
                 .map(|subject| (subject, topic.clone(), body)),
             ([], _) => None,
         }
@@ -112,11 +115,11 @@ where
 
     /// Publishes `[subject][body…]`; an invalid subject, or one in the broker's `$SYS` tree,
     /// drops the message.
-    fn publish_parts(&self, parts: &[Bytes], lone: Lone) {
+    fn publish_parts(&mut self, parts: &[Bytes], lone: Lone) {
         let split = self.split_subject(parts, lone);
         match split.filter(|(subject, _, _)| !subject.as_str().starts_with(SYS_PREFIX)) {
             Some((subject, _, body)) => {
-                let env = mapping::envelope(subject, body, self.origin);
+                let env = mapping::envelope(subject, body, self.origin, self.read_at_ns);
                 self.listener.router.publish(Arc::new(env));
             }
             None => self.drop_message(),
@@ -162,7 +165,7 @@ where
         let Some(reply_to) = requests.insert(pending) else {
             return self.drop_message();
         };
-        let mut env = mapping::envelope(subject, body, self.origin);
+        let mut env = mapping::envelope(subject, body, self.origin, self.read_at_ns);
         env.reply_to = Some(reply_to.clone());
         let routed = self.listener.router.publish(Arc::new(env));
         if routed.matched() == 0 {
@@ -199,7 +202,7 @@ where
 
     /// A REP/ROUTER reply: `[request id][""][subject][reply body…]` (a lone part after the
     /// delimiter is taken as the body).
-    fn on_reply(&mut self, parts: Vec<Bytes>) {
+    fn on_reply(&mut self, parts: &[Bytes]) {
         let State::Responder { assignments } = &mut self.state else {
             return;
         };
@@ -215,7 +218,7 @@ where
             [_subject, body @ ..] if !body.is_empty() => body,
             lone_or_none => lone_or_none,
         };
-        let env = mapping::envelope(reply_to, body, self.origin);
+        let env = mapping::envelope(reply_to, body, self.origin, self.read_at_ns);
         self.listener.router.publish(Arc::new(env));
     }
 
@@ -229,12 +232,16 @@ where
             self.deliver(&delivery);
             batch += 1;
         }
+        let (count, bytes) = self.written.take();
+        let metrics = self.listener.router.metrics();
+        metrics.messages_written(Protocol::Zmtp, count, bytes);
         self.report_drops();
     }
 
     fn deliver(&mut self, delivery: &Delivery) {
         let msg = &delivery.msg;
-        if msg.is_expired(polymq_core::envelope::now_ns()) {
+        // The clock is read only for the rare message with an expiry (MQTT 5).
+        if msg.expires_at_ns.is_some() && msg.is_expired(polymq_core::envelope::now_ns()) {
             return self.drop_message();
         }
         let hwm = self.listener.config.sndhwm;
@@ -261,17 +268,78 @@ where
             State::Publisher | State::Producer { .. } => None,
         };
         match written {
-            Some(bytes) => self
-                .listener
-                .router
-                .metrics()
-                .message_out(Protocol::Zmtp, bytes),
+            Some(bytes) => self.written.add(bytes),
             None => self.drop_message(),
         }
+    }
+}
+
+/// Messages and their payload octets, counted by the session until it adds them to the
+/// shared metrics at the end of a batch.
+#[derive(Debug, Default)]
+pub(super) struct Tally {
+    messages: u64,
+    bytes: u64,
+}
+
+impl Tally {
+    fn add(&mut self, bytes: usize) {
+        self.messages += 1;
+        self.bytes += bytes as u64;
+    }
+
+    /// The count and octets so far; starts again from zero.
+    pub(super) fn take(&mut self) -> (u64, u64) {
+        let Self { messages, bytes } = std::mem::take(self);
+        (messages, bytes)
+    }
+}
+
+/// The subject of the topic frame a peer sent last: a publisher usually sends the same one
+/// again, and then neither validates nor allocates it anew.
+#[derive(Debug, Default)]
+pub(super) struct LastTopic(Option<(Box<[u8]>, Subject)>);
+
+impl LastTopic {
+    /// The subject of `topic` in `syntax` (the listener's, fixed for a session), or `None`
+    /// when it is not a valid subject.
+    fn subject(&mut self, topic: &[u8], syntax: TopicSyntax) -> Option<Subject> {
+        if let Some((last, subject)) = &self.0 {
+            if **last == *topic {
+                return Some(subject.clone());
+            }
+        }
+        let subject = frame_to_subject(topic, syntax).ok()?;
+        self.0 = Some((topic.into(), subject.clone()));
+        Some(subject)
     }
 }
 
 /// Frame 0 of a delivery: the joined canonical subject.
 fn subject(msg: &Envelope) -> &[u8] {
     msg.subject.as_str().as_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn last_topic_is_reused_until_another_arrives() {
+        let mut last = LastTopic::default();
+        let first = last.subject(b"a.b", TopicSyntax::Nats).unwrap();
+        let again = last.subject(b"a.b", TopicSyntax::Nats).unwrap();
+        assert_eq!(first.as_str(), "a.b");
+        assert!(
+            std::ptr::eq(first.as_str(), again.as_str()),
+            "the same topic shares its subject"
+        );
+        assert_eq!(
+            last.subject(b"a/c", TopicSyntax::Mqtt).unwrap().as_str(),
+            "a.c"
+        );
+        assert_eq!(last.subject(b"a..b", TopicSyntax::Nats), None);
+        let kept = last.subject(b"a/c", TopicSyntax::Mqtt).unwrap();
+        assert_eq!(kept.as_str(), "a.c", "an invalid topic leaves the last one");
+    }
 }

@@ -18,6 +18,8 @@
 //!   is queued and a requester is not read, so a peer that does not read cannot grow it.
 //! - Writing and reading proceed concurrently; heartbeat and request timers run even while
 //!   the peer is not reading.
+//! - Every whole item a read brought is handled before the session waits again, and the
+//!   messages among them share one publish time (one clock read per read, not per message).
 //! - A REQ peer gets exactly one reply per request; the pending-request map of a requester
 //!   or responder never holds more than `sndhwm` entries.
 //! - No lock is held across an `.await`; the session never awaits another client.
@@ -37,6 +39,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::{Sink as _, SinkExt, Stream as _};
+use polymq_core::envelope::now_ns;
 use polymq_core::router::SubscriptionSpec;
 use polymq_core::subject::zmtp::prefix_filter;
 use polymq_core::{
@@ -44,7 +47,7 @@ use polymq_core::{
 };
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::{sleep_until, timeout, Instant};
-use tokio_util::codec::Framed;
+use tokio_util::codec::{Decoder as _, Framed};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
@@ -57,6 +60,7 @@ use crate::mapping::{broker_metadata, Defaults, Role};
 
 use handshake::{handshake, PeerInfo};
 use heartbeat::Heartbeat;
+use messages::{LastTopic, Tally};
 use requests::{Assignments, Requests};
 use subscriptions::{CoreSubscription, Prefixes};
 
@@ -228,6 +232,15 @@ fn read_progress<S>(framed: &Framed<S, ZmtpCodec>) -> (usize, usize) {
     (framed.read_buffer().len(), framed.codec().parts_received())
 }
 
+/// Decodes the next item already in the read buffer, without reading the socket (the framed
+/// stream reads only once its buffer holds no whole item).
+fn decode_buffered<S>(framed: &mut Framed<S, ZmtpCodec>) -> Result<Option<Inbound>, FrameError> {
+    let mut buffered = std::mem::take(framed.read_buffer_mut());
+    let item = framed.codec_mut().decode(&mut buffered);
+    *framed.read_buffer_mut() = buffered;
+    item
+}
+
 /// Role-specific state.
 #[derive(Debug)]
 enum State {
@@ -263,6 +276,14 @@ struct Session<S> {
     outbox: Outbox,
     heartbeat: Heartbeat,
     reported_drops: u64,
+    /// Messages of the current read, not yet in the metrics.
+    received: Tally,
+    /// Deliveries of the current drain, not yet in the metrics.
+    written: Tally,
+    /// The subject of the last topic frame published.
+    last_topic: LastTopic,
+    /// Wall clock of the last read (ns since the epoch): the publish time of what it brought.
+    read_at_ns: u64,
 }
 
 impl<S> Session<S>
@@ -290,6 +311,10 @@ where
             outbox,
             heartbeat,
             reported_drops: 0,
+            received: Tally::default(),
+            written: Tally::default(),
+            last_topic: LastTopic::default(),
+            read_at_ns: now_ns(),
         }
     }
 
@@ -307,28 +332,67 @@ where
     }
 
     async fn serve(&mut self, shutdown: &CancellationToken) -> Result<(), SessionError> {
+        // Both live across iterations: a fresh shutdown waiter or timer per message would
+        // register (and deregister) itself every time round.
+        let cancelled = shutdown.cancelled();
+        tokio::pin!(cancelled);
+        let timer = sleep_until(Instant::now());
+        tokio::pin!(timer);
+        let mut armed = None;
         loop {
             let deadline = self.next_deadline();
+            if let Some(at) = deadline.filter(|&at| armed != Some(at)) {
+                timer.as_mut().reset(at);
+                armed = Some(at);
+            }
             // While a peer does not read, its outbox is not drained (the HWM takes the
             // overflow) and a requester is not read either (its error replies would pile up);
             // other peers are still read, so their heartbeats and publishes keep flowing.
             let backed_up = self.framed.write_buffer().len() >= WRITE_HIGH_WATER;
-            let read = !(backed_up && matches!(self.state, State::Requester { .. }));
+            let read = self.reading();
             tokio::select! {
-                () = shutdown.cancelled() => return self.flush_on_shutdown().await,
+                () = &mut cancelled => return self.flush_on_shutdown().await,
                 io = socket_io(&mut self.framed, read) => match io {
-                    SocketIo::Read(Some(item)) => self.on_inbound(item?)?,
+                    SocketIo::Read(Some(item)) => self.on_read(item?)?,
                     SocketIo::Read(None) => return Err(SessionError::Closed),
                     SocketIo::Wrote(result) => result?,
                     // libzmq counts every octet read as proof of life, not only whole items.
                     SocketIo::Arrived => self.heartbeat.traffic(),
                 },
                 Some(delivery) = self.outbox.recv(), if !backed_up => self.on_deliveries(delivery),
-                () = sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => {
+                () = &mut timer, if deadline.is_some() => {
+                    armed = None;
                     self.on_timer(Instant::now())?;
                 }
             }
         }
+    }
+
+    /// False while a requester's replies back up (see [`Session::serve`]).
+    fn reading(&self) -> bool {
+        let backed_up = self.framed.write_buffer().len() >= WRITE_HIGH_WATER;
+        !(backed_up && matches!(self.state, State::Requester { .. }))
+    }
+
+    /// Handles `first` and every further item the last read already buffered, with one clock
+    /// read for all of them (their publish time).
+    fn on_read(&mut self, first: Inbound) -> Result<(), SessionError> {
+        self.read_at_ns = now_ns();
+        let handled = self.on_inbound(first).and_then(|()| self.on_buffered());
+        let (count, bytes) = self.received.take();
+        let metrics = self.listener.router.metrics();
+        metrics.messages_received(Protocol::Zmtp, count, bytes);
+        handled
+    }
+
+    fn on_buffered(&mut self) -> Result<(), SessionError> {
+        while self.reading() {
+            let Some(item) = decode_buffered(&mut self.framed)? else {
+                break;
+            };
+            self.on_inbound(item)?;
+        }
+        Ok(())
     }
 
     /// Gives the peer what is already buffered, briefly, when the broker shuts down.
