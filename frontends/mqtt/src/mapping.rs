@@ -129,10 +129,12 @@ pub enum Undeliverable {
 /// Builds the PUBLISH for `msg` (`v5` adds properties).
 pub fn to_publish(msg: &Arc<Envelope>, out: Outbound, v5: bool) -> Result<Publish, Undeliverable> {
     let topic = subject_to_topic(&msg.subject).ok_or(Undeliverable::NotRepresentable)?;
+    // The clock is read only for a message that can expire.
+    let now = msg.expires_at_ns.map_or(0, |_| now_ns());
     let properties = if v5 {
-        properties_of(msg, out.subscription_identifiers, now_ns())?
+        properties_of(msg, out.subscription_identifiers, now)?
     } else {
-        if msg.is_expired(now_ns()) {
+        if msg.is_expired(now) {
             return Err(Undeliverable::Expired);
         }
         Properties::default()
