@@ -61,15 +61,21 @@ pub fn envelope(
     origin: Origin,
     timestamp_ns: u64,
 ) -> Envelope {
-    let mut msg = Envelope::stamped(subject, payload, origin, timestamp_ns);
-    msg.reply_to = reply_to.and_then(publish_subject);
-    if let Some(block) = headers {
-        msg.headers = parse_headers(block);
-        if !renders_back(&msg.headers, block) {
-            msg.header_block = Some(Bytes::copy_from_slice(block));
+    // Built in one expression: amending a stamped envelope made the compiler copy it whole.
+    let (headers, header_block) = match headers {
+        Some(block) => {
+            let headers = parse_headers(block);
+            let keep = !renders_back(&headers, block);
+            (headers, keep.then(|| Bytes::copy_from_slice(block)))
         }
+        None => (Headers::new(), None),
+    };
+    Envelope {
+        reply_to: reply_to.and_then(publish_subject),
+        headers,
+        header_block,
+        ..Envelope::stamped(subject, payload, origin, timestamp_ns)
     }
-    msg
 }
 
 /// Parses a header block leniently, the way NATS clients read one: the version line may

@@ -8,6 +8,8 @@
 //! - See the parent module: limits are checked before buffering, nothing panics, bytes
 //!   already judged are consumed so no state re-scans them.
 
+use std::ops::Range;
+
 use bytes::{Buf, Bytes, BytesMut};
 
 use super::{ClientOp, Error, Limits, ServerOp, MAX_SIZE_DIGITS};
@@ -133,8 +135,8 @@ pub(super) enum State {
 
 /// A complete control line.
 pub(super) enum Line {
-    /// An op with its argument (`\r` handling applied).
-    Arg(Verb, Bytes),
+    /// An op with its argument (`\r` handling applied), split from the read buffer.
+    Arg(Verb, BytesMut),
     /// A `Bare` op.
     Bare(Verb),
 }
@@ -202,7 +204,7 @@ impl Framer {
 
     /// Completes an argument line, or checks the partial argument against the limit.
     fn arg_line(&mut self, verb: Verb, buf: &mut BytesMut) -> Result<Option<Line>, Error> {
-        let Some(nl) = find_newline(buf) else {
+        let Some((nl, cr)) = line_end(buf) else {
             let len = buf.len() - usize::from(buf.contains(&b'\r'));
             if len > self.max_control_line {
                 return Err(Error::ControlLineTooLong {
@@ -215,7 +217,7 @@ impl Framer {
         let mut line = buf.split_to(nl + 1);
         line.truncate(nl);
         // nats-server drops the last byte before `\n` once it has seen a `\r` on the line.
-        if line.contains(&b'\r') {
+        if cr {
             line.truncate(nl - 1);
         }
         if line.len() > self.max_control_line {
@@ -225,7 +227,7 @@ impl Framer {
             });
         }
         self.state = State::Verb;
-        Ok(Some(Line::Arg(verb, line.freeze())))
+        Ok(Some(Line::Arg(verb, line)))
     }
 }
 
@@ -260,31 +262,41 @@ pub(super) fn find_newline(buf: &[u8]) -> Option<usize> {
     buf.iter().position(|&b| b == b'\n')
 }
 
-/// Splits an argument on blanks (and, for `SUB`/`UNSUB`, also CR/LF as nats-server's
-/// `splitArg` does). Returns `None` when there are more than `N` arguments.
-pub(super) fn split_args<const N: usize>(
-    arg: &Bytes,
-    line_breaks: bool,
-) -> Option<([Bytes; N], usize)> {
-    let is_sep = |b: u8| matches!(b, b' ' | b'\t') || (line_breaks && matches!(b, b'\r' | b'\n'));
-    let mut out: [Bytes; N] = std::array::from_fn(|_| Bytes::new());
-    let mut count = 0;
-    let mut start = None;
-    for (i, b) in arg
-        .iter()
-        .copied()
-        .enumerate()
-        .chain(std::iter::once((arg.len(), b' ')))
-    {
-        match (is_sep(b), start) {
-            (true, Some(s)) => {
-                *out.get_mut(count)? = arg.slice(s..i);
-                count += 1;
-                start = None;
-            }
-            (false, None) => start = Some(i),
+/// The first `\n` and whether a `\r` came before it, in one pass over a short line.
+fn line_end(buf: &[u8]) -> Option<(usize, bool)> {
+    let mut cr = false;
+    for (i, &b) in buf.iter().enumerate() {
+        match b {
+            b'\n' => return Some((i, cr)),
+            b'\r' => cr = true,
             _ => {}
         }
+    }
+    None
+}
+
+/// Splits an argument on blanks (and, for `SUB`/`UNSUB`, also CR/LF as nats-server's
+/// `splitArg` does) into the ranges of its parts, so a caller takes as `Bytes` only the parts
+/// it keeps. Returns `None` when there are more than `N` arguments.
+pub(super) fn split_args<const N: usize>(
+    arg: &[u8],
+    line_breaks: bool,
+) -> Option<([Range<usize>; N], usize)> {
+    let is_sep = |b: u8| matches!(b, b' ' | b'\t') || (line_breaks && matches!(b, b'\r' | b'\n'));
+    let mut out: [Range<usize>; N] = std::array::from_fn(|_| 0..0);
+    let mut count = 0;
+    let mut start = None;
+    for (i, &b) in arg.iter().enumerate() {
+        if !is_sep(b) {
+            start.get_or_insert(i);
+        } else if let Some(s) = start.take() {
+            *out.get_mut(count)? = s..i;
+            count += 1;
+        }
+    }
+    if let Some(s) = start {
+        *out.get_mut(count)? = s..arg.len();
+        count += 1;
     }
     Some((out, count))
 }
@@ -318,6 +330,13 @@ pub(super) fn take_payload(buf: &mut BytesMut, size: usize) -> Result<Option<Byt
     }
 }
 
+/// Splits `range` (past everything still to be taken) off the end of `arg` and returns it.
+fn cut(arg: &mut BytesMut, range: Range<usize>) -> Bytes {
+    let mut tail = arg.split_off(range.start.min(arg.len()));
+    tail.truncate(range.len());
+    tail.freeze()
+}
+
 /// A message whose control line is parsed and whose payload is awaited.
 #[derive(Debug)]
 pub(super) struct Pending {
@@ -331,37 +350,36 @@ pub(super) struct Pending {
 
 impl Pending {
     /// Parses `<subject> [reply] [hdr] <size>` (`with_sid`: `<subject> <sid> [reply] …`).
-    pub(super) fn parse(verb: Verb, arg: &Bytes, max_payload: usize) -> Result<Self, Error> {
+    /// The subject is `arg` cut down to it, so a plain `PUB` line costs no further slice.
+    pub(super) fn parse(verb: Verb, mut arg: BytesMut, max_payload: usize) -> Result<Self, Error> {
         let op = verb.label();
+        let malformed = || Error::Malformed { op };
         let with_sid = matches!(verb, Verb::Msg | Verb::HMsg);
         let with_hdr = matches!(verb, Verb::HPub | Verb::HMsg);
-        let (args, count) = split_args::<5>(arg, false).ok_or(Error::Malformed { op })?;
+        let (args, count) = split_args::<5>(&arg, false).ok_or_else(malformed)?;
         let fixed = 2 + usize::from(with_sid) + usize::from(with_hdr);
         let has_reply = match count.checked_sub(fixed) {
             Some(0) => false,
             Some(1) => true,
-            _ => return Err(Error::Malformed { op }),
+            _ => return Err(malformed()),
         };
         let mut args = args.into_iter().take(count);
         let subject = args.next().unwrap_or_default();
-        let sid = if with_sid {
-            args.next().unwrap_or_default()
-        } else {
-            Bytes::new()
-        };
+        let sid = with_sid.then(|| args.next().unwrap_or_default());
         let reply_to = if has_reply { args.next() } else { None };
         let hdr = if with_hdr {
-            let digits = args.next().unwrap_or_default();
-            Some(parse_size(&digits).ok_or(Error::Malformed { op })?)
+            let digits = args.next().and_then(|r| arg.get(r)).unwrap_or_default();
+            Some(parse_size(digits).ok_or_else(malformed)?)
         } else {
             None
         };
         let size = args
             .next()
-            .and_then(|d| parse_size(&d))
-            .ok_or(Error::Malformed { op })?;
+            .and_then(|r| arg.get(r))
+            .and_then(parse_size)
+            .ok_or_else(malformed)?;
         if hdr.is_some_and(|h| h > size) {
-            return Err(Error::Malformed { op });
+            return Err(malformed());
         }
         if size > max_payload {
             return Err(Error::PayloadTooLarge {
@@ -369,8 +387,13 @@ impl Pending {
                 max: max_payload,
             });
         }
+        // Parts after the subject are split off first; what is left is the subject.
+        let reply_to = reply_to.map(|r| cut(&mut arg, r));
+        let sid = sid.map_or_else(Bytes::new, |r| cut(&mut arg, r));
+        arg.truncate(subject.end);
+        arg.advance(subject.start);
         Ok(Self {
-            subject,
+            subject: arg.freeze(),
             sid,
             reply_to,
             hdr,
@@ -464,7 +487,7 @@ impl Reader {
     }
 
     /// Parses the control line of a message op; its payload is awaited next.
-    pub(super) fn expect_payload(&mut self, verb: Verb, arg: &Bytes) -> Result<(), Error> {
+    pub(super) fn expect_payload(&mut self, verb: Verb, arg: BytesMut) -> Result<(), Error> {
         self.pending = Some(Pending::parse(verb, arg, self.max_payload)?);
         Ok(())
     }

@@ -265,13 +265,13 @@ fn client_op(reader: &mut Reader, headers: bool, line: Line) -> Result<Option<Cl
         Line::Arg(verb, arg) => (verb, arg),
     };
     match verb {
-        Verb::Connect => Ok(Some(ClientOp::Connect(arg))),
-        Verb::Info => Ok(Some(ClientOp::Info(arg))),
-        Verb::Err => Ok(Some(ClientOp::Err(arg))),
-        Verb::Sub => parse_sub(&arg).map(Some),
-        Verb::Unsub => parse_unsub(&arg).map(Some),
+        Verb::Connect => Ok(Some(ClientOp::Connect(arg.freeze()))),
+        Verb::Info => Ok(Some(ClientOp::Info(arg.freeze()))),
+        Verb::Err => Ok(Some(ClientOp::Err(arg.freeze()))),
+        Verb::Sub => parse_sub(&arg.freeze()).map(Some),
+        Verb::Unsub => parse_unsub(&arg.freeze()).map(Some),
         Verb::HPub if !headers => Err(Error::HeadersNotSupported),
-        _ => reader.expect_payload(verb, &arg).map(|()| None),
+        _ => reader.expect_payload(verb, arg).map(|()| None),
     }
 }
 
@@ -280,14 +280,14 @@ fn parse_sub(arg: &Bytes) -> Result<ClientOp, Error> {
     let ([a, b, c], count) = split_args::<3>(arg, true).ok_or_else(malformed)?;
     match count {
         2 => Ok(ClientOp::Sub {
-            subject: a,
+            subject: arg.slice(a),
             queue: None,
-            sid: b,
+            sid: arg.slice(b),
         }),
         3 => Ok(ClientOp::Sub {
-            subject: a,
-            queue: Some(b),
-            sid: c,
+            subject: arg.slice(a),
+            queue: Some(arg.slice(b)),
+            sid: arg.slice(c),
         }),
         _ => Err(malformed()),
     }
@@ -297,12 +297,18 @@ fn parse_unsub(arg: &Bytes) -> Result<ClientOp, Error> {
     let ([sid, max], count) = split_args::<2>(arg, true).ok_or(Error::Malformed { op: "UNSUB" })?;
     match count {
         1 => Ok(ClientOp::Unsub {
-            sid,
+            sid: arg.slice(sid),
             max_msgs: None,
         }),
         2 => {
-            let max_msgs = parse_size(&max).and_then(|n| u64::try_from(n).ok());
-            Ok(ClientOp::Unsub { sid, max_msgs })
+            let max_msgs = arg
+                .get(max)
+                .and_then(parse_size)
+                .and_then(|n| u64::try_from(n).ok());
+            Ok(ClientOp::Unsub {
+                sid: arg.slice(sid),
+                max_msgs,
+            })
         }
         _ => Err(Error::Malformed { op: "UNSUB" }),
     }
@@ -355,9 +361,9 @@ fn server_op(reader: &mut Reader, line: Line) -> Result<Option<ServerOp>, Error>
         Line::Arg(verb, arg) => (verb, arg),
     };
     match verb {
-        Verb::Info => Ok(Some(ServerOp::Info(trim_trailing_blanks(arg)))),
-        Verb::Err => Ok(Some(ServerOp::Err(unquote(arg)))),
-        _ => reader.expect_payload(verb, &arg).map(|()| None),
+        Verb::Info => Ok(Some(ServerOp::Info(trim_trailing_blanks(arg.freeze())))),
+        Verb::Err => Ok(Some(ServerOp::Err(unquote(arg.freeze())))),
+        _ => reader.expect_payload(verb, arg).map(|()| None),
     }
 }
 

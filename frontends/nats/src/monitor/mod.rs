@@ -157,9 +157,9 @@ impl ConnStats {
         }
     }
 
-    /// A message arrived from the client.
-    pub fn message_in(&self, bytes: usize) {
-        self.totals.in_msgs.fetch_add(1, Ordering::Relaxed);
+    /// `count` messages totalling `bytes` arrived from the client.
+    pub fn messages_in(&self, count: u64, bytes: usize) {
+        self.totals.in_msgs.fetch_add(count, Ordering::Relaxed);
         self.totals
             .in_bytes
             .fetch_add(bytes as u64, Ordering::Relaxed);
@@ -409,7 +409,7 @@ mod tests {
         let a = monitor.open_connection(1, peer, 2).unwrap();
         let _b = monitor.open_connection(2, peer, 2).unwrap();
         assert!(monitor.open_connection(3, peer, 2).is_none());
-        a.message_in(10);
+        a.messages_in(1, 10);
         a.messages_out(2, 7);
         monitor.close_connection(&a);
         monitor.close_connection(&a);

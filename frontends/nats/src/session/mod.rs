@@ -172,6 +172,9 @@ struct Session {
     last_subject: Option<(Bytes, Subject)>,
     /// Header block rendered for the last delivered message (fan-out within one session).
     last_headers: Option<(Arc<Envelope>, Bytes)>,
+    /// Messages (and their bytes) published by the read being processed, added to the
+    /// shared counters once per read.
+    received: (u64, usize),
 }
 
 impl Session {
@@ -209,6 +212,7 @@ impl Session {
             keepalive: Keepalive::new(config.ping_interval(), config.max_pings_out, now),
             last_subject: None,
             last_headers: None,
+            received: (0, 0),
             shared,
         }
     }
@@ -265,6 +269,10 @@ impl Session {
         W: AsyncWrite + Unpin,
     {
         let write_deadline = self.shared.config.write_deadline();
+        // Every waiter lives across rounds: a fresh one per round would register with (and
+        // leave) its notifier or timer wheel each time.
+        let cancelled = shutdown.cancelled();
+        tokio::pin!(cancelled);
         let auth = tokio::time::sleep_until(auth_deadline.unwrap_or(self.keepalive.deadline));
         tokio::pin!(auth);
         let overflowed = self.outbox.overflowed();
@@ -287,7 +295,7 @@ impl Session {
             }
             tokio::select! {
                 biased;
-                () = shutdown.cancelled() => return Err(SessionError::Shutdown),
+                () = &mut cancelled => return Err(SessionError::Shutdown),
                 () = &mut overflowed => return Err(SessionError::SlowConsumer),
                 written = writer.write_buf(&mut self.out), if !self.out.is_empty() => {
                     if written? == 0 {
@@ -333,6 +341,18 @@ impl Session {
     /// nats-server queues them synchronously: a client's own messages precede the PONG of a
     /// later PING, and a message routed before an UNSUB is still delivered.
     fn process(&mut self, rbuf: &mut BytesMut) -> Result<(), SessionError> {
+        let processed = self.process_ops(rbuf);
+        let (count, bytes) = std::mem::take(&mut self.received);
+        if count > 0 {
+            self.stats.messages_in(count, bytes);
+            self.metrics
+                .messages_received(Protocol::Nats, count, bytes as u64);
+        }
+        processed
+    }
+
+    /// [`Session::process`] without the counting.
+    fn process_ops(&mut self, rbuf: &mut BytesMut) -> Result<(), SessionError> {
         let before = self.out.len();
         while let Some(op) = self.next_op(rbuf)? {
             while !self.outbox.is_empty() {
@@ -484,9 +504,8 @@ impl Session {
         headers: Option<&Bytes>,
         payload: Bytes,
     ) {
-        let size = payload.len() + headers.map_or(0, Bytes::len);
-        self.stats.message_in(size);
-        self.metrics.message_in(Protocol::Nats, size);
+        self.received.0 += 1;
+        self.received.1 += payload.len() + headers.map_or(0, Bytes::len);
         self.keepalive.last_in = self.now;
         if self.opts.pedantic && !mapping::is_valid_literal(subject) {
             put_err(&mut self.out, INVALID_PUBLISH_SUBJECT.as_bytes());
@@ -665,6 +684,8 @@ impl Session {
         if count > 0 {
             self.stats.messages_out(count, bytes);
             self.stats.touch();
+            self.metrics
+                .messages_written(Protocol::Nats, count, bytes as u64);
         }
         self.stats.set_pending(self.out.len());
         Ok(())
@@ -691,7 +712,6 @@ impl Session {
             None
         };
         let size = mapping::put_delivery(&mut self.out, &delivery.msg, &sub.sid, headers.as_ref());
-        self.metrics.message_out(Protocol::Nats, size);
         if max > 0 && delivered == max {
             self.remove_sub(delivery.sub);
         }
