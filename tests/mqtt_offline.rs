@@ -47,31 +47,43 @@ async fn ack(acks: &mut mpsc::Receiver<()>) {
         .expect("event loop");
 }
 
-#[tokio::test]
-async fn offline_queue_keeps_the_oldest_max_queued_messages() {
-    let server = TestServer::start("[mqtt]\nmax_queued_messages = 3\n").await;
-    let (sub, _rx, mut sub_acks) = connect(&server, "offline-sub").await;
+/// Subscribes `client_id` to `filter` with a persistent session and disconnects it, then
+/// publishes `bodies` to `topic` at QoS 1 (each acknowledged) while it is away, and
+/// reconnects it. Returns the publisher and the resumed session's messages.
+async fn publish_while_offline(
+    server: &TestServer,
+    client_id: &str,
+    filter: &str,
+    topic: &str,
+    bodies: &[String],
+) -> (AsyncClient, AsyncClient, mpsc::Receiver<Vec<u8>>) {
+    let (sub, _rx, mut sub_acks) = connect(server, client_id).await;
     ack(&mut sub_acks).await;
-    sub.subscribe("limit/t", QoS::AtLeastOnce)
+    sub.subscribe(filter, QoS::AtLeastOnce)
         .await
         .expect("subscribe");
     ack(&mut sub_acks).await;
     sub.disconnect().await.expect("disconnect");
 
-    let (publisher, _prx, mut pub_acks) = connect(&server, "offline-pub").await;
+    let (publisher, _prx, mut pub_acks) = connect(server, &format!("{client_id}-pub")).await;
     ack(&mut pub_acks).await;
-    for i in 0..10 {
+    for body in bodies {
         publisher
-            .publish("limit/t", QoS::AtLeastOnce, false, format!("m{i}"))
+            .publish(topic, QoS::AtLeastOnce, false, body.clone())
             .await
             .expect("pub");
         ack(&mut pub_acks).await;
     }
 
-    let (_sub, mut rx, mut sub_acks) = connect(&server, "offline-sub").await;
+    let (resumed, rx, mut sub_acks) = connect(server, client_id).await;
     ack(&mut sub_acks).await;
+    (publisher, resumed, rx)
+}
+
+/// The next `n` payloads.
+async fn next_payloads(rx: &mut mpsc::Receiver<Vec<u8>>, n: usize) -> Vec<Vec<u8>> {
     let mut got = Vec::new();
-    for _ in 0..3 {
+    for _ in 0..n {
         got.push(
             tokio::time::timeout(STEP, rx.recv())
                 .await
@@ -79,54 +91,53 @@ async fn offline_queue_keeps_the_oldest_max_queued_messages() {
                 .expect("loop"),
         );
     }
-    assert_eq!(got, [b"m0".to_vec(), b"m1".to_vec(), b"m2".to_vec()]);
+    got
+}
+
+fn bodies(prefix: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("{prefix}{i}")).collect()
+}
+
+#[tokio::test]
+async fn offline_queue_keeps_the_oldest_max_queued_messages() {
+    let server = TestServer::start("[mqtt]\nmax_queued_messages = 3\n").await;
+    let (publisher, _sub, mut rx) = publish_while_offline(
+        &server,
+        "offline-sub",
+        "limit/t",
+        "limit/t",
+        &bodies("m", 10),
+    )
+    .await;
+    assert_eq!(
+        next_payloads(&mut rx, 3).await,
+        [b"m0".to_vec(), b"m1".to_vec(), b"m2".to_vec()]
+    );
     publisher
         .publish("limit/t", QoS::AtLeastOnce, false, "live")
         .await
         .expect("pub");
-    let next = tokio::time::timeout(STEP, rx.recv())
-        .await
-        .expect("live")
-        .expect("loop");
-    assert_eq!(next, b"live", "nothing beyond the cap was queued");
+    assert_eq!(
+        next_payloads(&mut rx, 1).await,
+        [b"live".to_vec()],
+        "nothing beyond the cap was queued"
+    );
     server.stop().await;
 }
 
 #[tokio::test]
 async fn an_offline_persistent_member_keeps_its_share() {
     let server = TestServer::start("").await;
-    let (member, _rx, mut acks) = connect(&server, "share-member").await;
-    ack(&mut acks).await;
-    member
-        .subscribe("$share/workers/jobs", QoS::AtLeastOnce)
-        .await
-        .expect("subscribe");
-    ack(&mut acks).await;
-    member.disconnect().await.expect("disconnect");
-
-    let (publisher, _prx, mut pub_acks) = connect(&server, "share-publisher").await;
-    ack(&mut pub_acks).await;
-    for i in 0..3 {
-        publisher
-            .publish("jobs", QoS::AtLeastOnce, false, format!("job-{i}"))
-            .await
-            .expect("pub");
-        ack(&mut pub_acks).await;
-    }
-
-    let (_member, mut rx, mut acks) = connect(&server, "share-member").await;
-    ack(&mut acks).await;
-    let mut got = Vec::new();
-    for _ in 0..3 {
-        got.push(
-            tokio::time::timeout(STEP, rx.recv())
-                .await
-                .expect("queued")
-                .expect("loop"),
-        );
-    }
+    let (_publisher, _member, mut rx) = publish_while_offline(
+        &server,
+        "share-member",
+        "$share/workers/jobs",
+        "jobs",
+        &bodies("job-", 3),
+    )
+    .await;
     assert_eq!(
-        got,
+        next_payloads(&mut rx, 3).await,
         [b"job-0".to_vec(), b"job-1".to_vec(), b"job-2".to_vec()]
     );
     server.stop().await;
