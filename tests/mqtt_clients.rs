@@ -12,17 +12,93 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::timeout;
 
+/// The parts of a test client that read the same with both rumqttc APIs (their types differ,
+/// so each version module instantiates these with its own): the struct, starting the event
+/// loop and waiting for CONNACK, receiving, subscribing with a round trip, killing.
+macro_rules! client_common {
+    ($version:literal) => {
+        #[doc = concat!("A connected rumqttc ", $version, " client; its publishes arrive on the channel.")]
+        pub struct Client {
+            pub client: AsyncClient,
+            pub inbox: mpsc::UnboundedReceiver<Publish>,
+            pub session_present: bool,
+            task: JoinHandle<()>,
+        }
+
+        impl Client {
+            /// Connects with `options`, waiting for CONNACK.
+            async fn start(options: MqttOptions) -> Self {
+                let (client, mut eventloop) = AsyncClient::new(options, 64);
+                let (tx, inbox) = mpsc::unbounded_channel();
+                let (ready_tx, ready) = tokio::sync::oneshot::channel();
+                let task = tokio::spawn(async move {
+                    let mut ready_tx = Some(ready_tx);
+                    while let Ok(event) = eventloop.poll().await {
+                        match event {
+                            Event::Incoming(Packet::ConnAck(ack)) => {
+                                if let Some(tx) = ready_tx.take() {
+                                    let _ = tx.send(ack.session_present);
+                                }
+                            }
+                            Event::Incoming(Packet::Publish(p)) => {
+                                let _ = tx.send(p);
+                            }
+                            _ => {}
+                        }
+                    }
+                });
+                let session_present = timeout(STEP, ready)
+                    .await
+                    .expect("CONNACK")
+                    .expect("connected");
+                Self {
+                    client,
+                    inbox,
+                    session_present,
+                    task,
+                }
+            }
+
+            pub async fn recv(&mut self) -> Publish {
+                timeout(STEP, self.inbox.recv())
+                    .await
+                    .expect("no message in time")
+                    .expect("open")
+            }
+
+            /// Subscribes and waits until the broker has the subscription (a round trip).
+            pub async fn subscribe(&mut self, filter: &str, qos: QoS) {
+                self.client.subscribe(filter, qos).await.unwrap();
+                let probe = format!("probe/{}", fastrand_suffix());
+                self.client
+                    .subscribe(&probe, QoS::AtMostOnce)
+                    .await
+                    .unwrap();
+                self.client
+                    .publish(&probe, QoS::AtMostOnce, false, "x")
+                    .await
+                    .unwrap();
+                loop {
+                    let publish = self.recv().await;
+                    if AsRef::<[u8]>::as_ref(&publish.topic) == probe.as_bytes() {
+                        break;
+                    }
+                }
+            }
+
+            /// Kills the connection without DISCONNECT.
+            pub fn kill(self) {
+                self.task.abort();
+            }
+        }
+    };
+}
+
 mod v4 {
     use super::*;
     pub use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Packet, Publish, QoS};
 
-    /// A connected rumqttc 3.1.1 client; its publishes arrive on the channel.
-    pub struct Client {
-        pub client: AsyncClient,
-        pub inbox: mpsc::UnboundedReceiver<Publish>,
-        pub session_present: bool,
-        task: JoinHandle<()>,
-    }
+    client_common!("3.1.1");
 
     impl Client {
         pub async fn connect(
@@ -38,66 +114,7 @@ mod v4 {
             if let Some(will) = will {
                 options.set_last_will(will);
             }
-            let (client, mut eventloop) = AsyncClient::new(options, 64);
-            let (tx, inbox) = mpsc::unbounded_channel();
-            let (ready_tx, ready) = tokio::sync::oneshot::channel();
-            let task = tokio::spawn(async move {
-                let mut ready_tx = Some(ready_tx);
-                while let Ok(event) = eventloop.poll().await {
-                    match event {
-                        Event::Incoming(Packet::ConnAck(ack)) => {
-                            if let Some(tx) = ready_tx.take() {
-                                let _ = tx.send(ack.session_present);
-                            }
-                        }
-                        Event::Incoming(Packet::Publish(p)) => {
-                            let _ = tx.send(p);
-                        }
-                        _ => {}
-                    }
-                }
-            });
-            let session_present = timeout(STEP, ready)
-                .await
-                .expect("CONNACK")
-                .expect("connected");
-            Self {
-                client,
-                inbox,
-                session_present,
-                task,
-            }
-        }
-
-        pub async fn recv(&mut self) -> Publish {
-            timeout(STEP, self.inbox.recv())
-                .await
-                .expect("no message in time")
-                .expect("open")
-        }
-
-        /// Subscribes and waits until the broker has the subscription (a round trip).
-        pub async fn subscribe(&mut self, filter: &str, qos: QoS) {
-            self.client.subscribe(filter, qos).await.unwrap();
-            let probe = format!("probe/{}", fastrand_suffix());
-            self.client
-                .subscribe(&probe, QoS::AtMostOnce)
-                .await
-                .unwrap();
-            self.client
-                .publish(&probe, QoS::AtMostOnce, false, "x")
-                .await
-                .unwrap();
-            loop {
-                if self.recv().await.topic == probe {
-                    break;
-                }
-            }
-        }
-
-        /// Kills the connection without DISCONNECT.
-        pub fn kill(self) {
-            self.task.abort();
+            Self::start(options).await
         }
     }
 }
@@ -108,13 +125,7 @@ mod v5 {
     pub use rumqttc::v5::mqttbytes::QoS;
     pub use rumqttc::v5::{AsyncClient, Event, MqttOptions};
 
-    /// A connected rumqttc 5.0 client; its publishes arrive on the channel.
-    pub struct Client {
-        pub client: AsyncClient,
-        pub inbox: mpsc::UnboundedReceiver<Publish>,
-        pub session_present: bool,
-        task: JoinHandle<()>,
-    }
+    client_common!("5.0");
 
     impl Client {
         pub async fn connect(
@@ -132,64 +143,7 @@ mod v5 {
             if let Some(will) = will {
                 options.set_last_will(will);
             }
-            let (client, mut eventloop) = AsyncClient::new(options, 64);
-            let (tx, inbox) = mpsc::unbounded_channel();
-            let (ready_tx, ready) = tokio::sync::oneshot::channel();
-            let task = tokio::spawn(async move {
-                let mut ready_tx = Some(ready_tx);
-                while let Ok(event) = eventloop.poll().await {
-                    match event {
-                        Event::Incoming(Packet::ConnAck(ack)) => {
-                            if let Some(tx) = ready_tx.take() {
-                                let _ = tx.send(ack.session_present);
-                            }
-                        }
-                        Event::Incoming(Packet::Publish(p)) => {
-                            let _ = tx.send(p);
-                        }
-                        _ => {}
-                    }
-                }
-            });
-            let session_present = timeout(STEP, ready)
-                .await
-                .expect("CONNACK")
-                .expect("connected");
-            Self {
-                client,
-                inbox,
-                session_present,
-                task,
-            }
-        }
-
-        pub async fn recv(&mut self) -> Publish {
-            timeout(STEP, self.inbox.recv())
-                .await
-                .expect("no message in time")
-                .expect("open")
-        }
-
-        pub async fn subscribe(&mut self, filter: &str, qos: QoS) {
-            self.client.subscribe(filter, qos).await.unwrap();
-            let probe = format!("probe/{}", fastrand_suffix());
-            self.client
-                .subscribe(&probe, QoS::AtMostOnce)
-                .await
-                .unwrap();
-            self.client
-                .publish(&probe, QoS::AtMostOnce, false, "x")
-                .await
-                .unwrap();
-            loop {
-                if self.recv().await.topic == probe.as_bytes() {
-                    break;
-                }
-            }
-        }
-
-        pub fn kill(self) {
-            self.task.abort();
+            Self::start(options).await
         }
     }
 }
