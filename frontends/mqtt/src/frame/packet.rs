@@ -598,6 +598,29 @@ impl Ack {
     }
 }
 
+/// Reads the topic filters filling the rest of a SUBSCRIBE or UNSUBSCRIBE, each checked and
+/// then passed to `item` (which reads what follows it); at least one is required except in
+/// MQTT 3.1, which does not demand one (mosquitto accepts an empty 3.1 list).
+fn read_filters<T>(
+    r: &mut Reader,
+    v: ProtocolVersion,
+    empty: &'static str,
+    mut item: impl FnMut(String, &mut Reader) -> Result<T, FrameError>,
+) -> Result<Vec<T>, FrameError> {
+    let mut filters = Vec::new();
+    while !r.is_empty() {
+        let filter = r.string()?;
+        if !valid_topic_filter(&filter) {
+            return Err(FrameError::Malformed("invalid topic filter"));
+        }
+        filters.push(item(filter, r)?);
+    }
+    if filters.is_empty() && v != ProtocolVersion::V31 {
+        return Err(FrameError::Malformed(empty));
+    }
+    Ok(filters)
+}
+
 impl Subscribe {
     /// Decodes a SUBSCRIBE body.
     pub fn decode(r: &mut Reader, v: ProtocolVersion) -> Result<Self, FrameError> {
@@ -606,22 +629,14 @@ impl Subscribe {
             return Err(FrameError::Malformed("packet identifier 0"));
         }
         let properties = read_props(r, v, PropertyContext::Subscribe)?;
-        let mut filters = Vec::new();
-        while !r.is_empty() {
-            let filter = r.string()?;
-            if !valid_topic_filter(&filter) {
-                return Err(FrameError::Malformed("invalid topic filter"));
-            }
+        let filters = read_filters(r, v, "SUBSCRIBE without topic filters", |filter, r| {
             let options = read_options(r.u8()?, v)?;
             if options.no_local && filter.starts_with("$share/") {
                 return Err(FrameError::Protocol("No Local on a shared subscription"));
             }
             check_shared(&filter)?;
-            filters.push((filter, options));
-        }
-        if filters.is_empty() && v != ProtocolVersion::V31 {
-            return Err(FrameError::Malformed("SUBSCRIBE without topic filters"));
-        }
+            Ok((filter, options))
+        })?;
         Ok(Self {
             packet_id,
             properties,
@@ -717,17 +732,9 @@ impl Unsubscribe {
             return Err(FrameError::Malformed("packet identifier 0"));
         }
         let properties = read_props(r, v, PropertyContext::Unsubscribe)?;
-        let mut filters = Vec::new();
-        while !r.is_empty() {
-            let filter = r.string()?;
-            if !valid_topic_filter(&filter) {
-                return Err(FrameError::Malformed("invalid topic filter"));
-            }
-            filters.push(filter);
-        }
-        if filters.is_empty() && v != ProtocolVersion::V31 {
-            return Err(FrameError::Malformed("UNSUBSCRIBE without topic filters"));
-        }
+        let filters = read_filters(r, v, "UNSUBSCRIBE without topic filters", |filter, _| {
+            Ok(filter)
+        })?;
         Ok(Self {
             packet_id,
             properties,
