@@ -103,9 +103,24 @@ impl Admission {
     /// False for the subscriber's own messages under `no_local`, and for non-requests under
     /// `requests_only`.
     pub(crate) fn admits(&self, msg: &Envelope) -> bool {
-        let own = self.no_local && msg.origin.conn == self.origin.conn;
         let not_a_request = self.requests_only && msg.reply_to.is_none();
-        !(own || not_a_request)
+        !(self.declines_own(msg) || not_a_request)
+    }
+
+    /// True when the message is the subscriber's own and `no_local` keeps it out.
+    fn declines_own(&self, msg: &Envelope) -> bool {
+        self.no_local && msg.origin.conn == self.origin.conn
+    }
+
+    /// Whether `msg` passes; counts it in `routed.own` when `no_local` declined it.
+    fn admit(&self, msg: &Envelope, routed: &mut Routed) -> bool {
+        if self.admits(msg) {
+            return true;
+        }
+        if self.declines_own(msg) {
+            routed.own += 1;
+        }
+        false
     }
 }
 
@@ -118,6 +133,10 @@ pub struct Routed {
     pub dropped: usize,
     /// Durable queues and topics that took the message.
     pub queued: usize,
+    /// Subscriptions of the publishing connection that matched but declined the message
+    /// under `no_local` (not in [`Routed::matched`]; MQTT still reports such a publish as
+    /// matched, as mosquitto does).
+    pub own: usize,
 }
 
 impl Routed {
@@ -433,7 +452,7 @@ impl Router {
         for (id, target) in matches.iter() {
             match target {
                 Target::Queue { queue, admission } => {
-                    if admission.admits(&msg) {
+                    if admission.admit(&msg, &mut routed) {
                         queue.put_nowait(msg.clone());
                         routed.queued += 1;
                     }
@@ -467,7 +486,7 @@ impl Router {
         for (id, target) in matches.iter() {
             match target {
                 Target::Queue { queue, admission } => {
-                    if admission.admits(&msg) {
+                    if admission.admit(&msg, &mut routed) {
                         queue.put(msg.clone()).await?;
                         routed.queued += 1;
                     }
@@ -644,7 +663,7 @@ fn deliver_now(
 ) -> Option<Arc<DurableQueue>> {
     let offer = match target {
         Target::Sink { sink, admission } => {
-            if !admission.admits(msg) {
+            if !admission.admit(msg, routed) {
                 return None;
             }
             sink.offer(Delivery {

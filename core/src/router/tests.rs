@@ -249,8 +249,10 @@ async fn no_local_skips_own_messages() {
     let mut spec = SubscriptionSpec::new(Filter::new("a").unwrap(), origin(5));
     spec.no_local = true;
     r.subscribe(spec, sink);
-    r.publish(msg("a", 5));
-    r.publish(msg("a", 6));
+    let own = r.publish(msg("a", 5));
+    assert_eq!((own.matched(), own.own), (0, 1));
+    let other = r.publish(msg("a", 6));
+    assert_eq!((other.matched(), other.own), (1, 0));
     assert_eq!(drain(&mut out).len(), 1);
 }
 
