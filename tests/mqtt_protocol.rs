@@ -257,6 +257,20 @@ async fn connack_v5_advertises_capabilities() {
 }
 
 #[tokio::test]
+async fn connack_v5_without_packet_limit_advertises_none() {
+    // `max_packet_size = 0` is mosquitto's "no limit": only the protocol's own bound applies,
+    // and like mosquitto the CONNACK then carries no Maximum Packet Size.
+    with_server("[mqtt]\nmax_packet_size = 0\n", |addr| async move {
+        let (_c, ack) = Client::connect_with(addr, connect(V5, "nolimit")).await;
+        assert_eq!(ack.code, 0);
+        assert_eq!(ack.properties.maximum_packet_size, None);
+        assert_eq!(ack.properties.receive_maximum, Some(20));
+        assert_eq!(ack.properties.topic_alias_maximum, Some(10));
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn unknown_protocol_level_gets_connack_1() {
     with_server("", |addr| async move {
         let mut c = Client::raw(addr, V3).await;

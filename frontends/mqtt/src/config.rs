@@ -8,10 +8,13 @@
 //! `$SYS` every 10 s, anonymous clients allowed.
 //!
 //! # Invariants
-//! - `max_packet_size`, `max_inflight` and `receive_maximum` are at least 1 once
-//!   [`Config::normalised`] ran (0 would make the listener unusable).
+//! - Once [`Config::normalised`] ran, `max_packet_size` is within 1..=[`MAX_PACKET_SIZE`]
+//!   (0 read as the protocol's limit) and `max_inflight` and `receive_maximum` are at
+//!   least 1 (0 would make the listener unusable).
 
 use serde::{Deserialize, Serialize};
+
+use crate::frame::MAX_PACKET_SIZE;
 
 /// One user of the `users` list.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -35,7 +38,8 @@ pub struct Config {
     /// mosquitto `listener … protocol websockets` that is not configured.
     pub websocket_listen: String,
     /// Largest packet accepted from a client, fixed header included (advertised to 5.0
-    /// clients as Maximum Packet Size). mosquitto: `max_packet_size`.
+    /// clients as Maximum Packet Size). 0 means the protocol's own limit (256 MiB), which
+    /// is not advertised. mosquitto: `max_packet_size`.
     pub max_packet_size: u32,
     /// Messages a persistent session queues while its client is offline (and a clean session
     /// beyond its in-flight window); newer ones are dropped. mosquitto: `max_queued_messages`.
@@ -99,7 +103,10 @@ impl Config {
     /// The config with zero limits raised to their smallest usable value.
     pub fn normalised(&self) -> Self {
         let mut config = self.clone();
-        config.max_packet_size = config.max_packet_size.max(1);
+        config.max_packet_size = match config.max_packet_size {
+            0 => MAX_PACKET_SIZE,
+            size => size.min(MAX_PACKET_SIZE),
+        };
         config.max_inflight = config.max_inflight.max(1);
         config.receive_maximum = config.receive_maximum.max(1);
         config
@@ -139,5 +146,20 @@ mod tests {
         assert!(config.authenticate(None, None));
         config.allow_anonymous = false;
         assert!(!config.authenticate(None, None));
+    }
+
+    #[test]
+    fn zero_packet_size_means_the_protocol_limit() {
+        let config = Config {
+            max_packet_size: 0,
+            ..Config::default()
+        };
+        assert_eq!(config.normalised().max_packet_size, MAX_PACKET_SIZE);
+        let config = Config {
+            max_packet_size: u32::MAX,
+            ..Config::default()
+        };
+        assert_eq!(config.normalised().max_packet_size, MAX_PACKET_SIZE);
+        assert_eq!(Config::default().normalised().max_packet_size, 16 << 20);
     }
 }

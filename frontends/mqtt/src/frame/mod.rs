@@ -32,7 +32,7 @@ pub use packet::{
     SubAck, Subscribe, SubscriptionOptions, UnsubAck, Unsubscribe, Will, MAX_TOPIC_LEVELS,
 };
 pub use properties::{Properties, PropertyContext};
-pub use wire::{validate_text, MAX_STRING_LEN, MAX_VARINT};
+pub use wire::{validate_text, MAX_PACKET_SIZE, MAX_STRING_LEN, MAX_VARINT};
 
 use properties::PropertyContext as Ctx;
 use wire::Reader;

@@ -21,6 +21,10 @@ use super::FrameError;
 /// Largest value a Variable Byte Integer can carry (268,435,455).
 pub const MAX_VARINT: u32 = 268_435_455;
 
+/// Largest packet the protocol can express: a 5-byte fixed header (type byte and a 4-byte
+/// Remaining Length) plus [`MAX_VARINT`] bytes.
+pub const MAX_PACKET_SIZE: u32 = MAX_VARINT + 5;
+
 /// Largest length of a UTF-8 String or Binary Data field.
 pub const MAX_STRING_LEN: usize = u16::MAX as usize;
 

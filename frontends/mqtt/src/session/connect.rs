@@ -16,6 +16,7 @@ use crate::broker::{Broker, PendingWill, SessionState, NEVER_EXPIRES};
 use crate::error::SessionError;
 use crate::frame::{
     connack, reason, Ack, ConnAck, Connect, FrameError, Packet, Properties, ProtocolVersion,
+    MAX_PACKET_SIZE,
 };
 use crate::mapping::Message;
 
@@ -242,7 +243,10 @@ impl Connection {
         let properties = if self.v.is_v5() {
             Properties {
                 receive_maximum: Some(config.receive_maximum),
-                maximum_packet_size: Some(config.max_packet_size),
+                // A limit the protocol itself imposes is no limit to advertise (mosquitto
+                // sends none unless `max_packet_size` is set).
+                maximum_packet_size: (config.max_packet_size < MAX_PACKET_SIZE)
+                    .then_some(config.max_packet_size),
                 topic_alias_maximum: (config.topic_alias_maximum > 0)
                     .then_some(config.topic_alias_maximum),
                 assigned_client_identifier: plan.assigned.then(|| plan.client_id.clone()),
