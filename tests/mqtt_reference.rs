@@ -488,3 +488,130 @@ async fn acknowledgements_of_unknown_packet_ids() {
     })
     .await;
 }
+
+/// Reads exactly `len` bytes from `stream`, bounded in time.
+async fn read_n(stream: &mut TcpStream, len: usize) -> Vec<u8> {
+    let mut out = vec![0; len];
+    timeout(Duration::from_secs(5), stream.read_exact(&mut out))
+        .await
+        .expect("no answer in time")
+        .unwrap();
+    out
+}
+
+/// A 3.1.1 subscriber to `acks/t` at QoS `qos` that has just received one PUBLISH of that QoS
+/// (packet id 1), published at QoS 2 by a second client.
+async fn subscriber_with_delivery(addr: SocketAddr, id: &str, qos: u8) -> TcpStream {
+    let mut sub = TcpStream::connect(addr).await.unwrap();
+    let subscribe = pkt(0x82, &cat(&[&[0, 1], &string("acks/t"), &[qos]]));
+    sub.write_all(&cat(&[&connect_v3(id), &subscribe]))
+        .await
+        .unwrap();
+    assert_eq!(
+        read_n(&mut sub, 9).await,
+        [0x20, 2, 0, 0, 0x90, 3, 0, 1, qos]
+    );
+    let mut publisher = TcpStream::connect(addr).await.unwrap();
+    let publish = pkt(0x34, &cat(&[&string("acks/t"), &[0, 9], b"m"]));
+    publisher
+        .write_all(&cat(&[&connect_v3(&format!("{id}-pub")), &publish]))
+        .await
+        .unwrap();
+    let expected = pkt(0x30 | qos << 1, &cat(&[&string("acks/t"), &[0, 1], b"m"]));
+    assert_eq!(read_n(&mut sub, expected.len()).await, expected);
+    sub
+}
+
+/// Sends `input` on `stream` and expects the broker to close it without a byte more.
+async fn expect_dropped(mut stream: TcpStream, input: &[u8], what: &str) {
+    stream.write_all(&cat(&[input, PINGREQ])).await.unwrap();
+    let mut rest = Vec::new();
+    let closed = timeout(Duration::from_secs(5), stream.read_to_end(&mut rest))
+        .await
+        .expect("connection stayed open");
+    assert!(
+        closed.is_err() || rest.is_empty(),
+        "{what}: got {rest:02x?}"
+    );
+}
+
+#[tokio::test]
+async fn acknowledgements_of_the_wrong_kind_close_the_connection() {
+    // mosquitto treats an ack that does not fit the QoS (or QoS 2 state) of the delivery with
+    // that packet id as a protocol error and closes, with no DISCONNECT even in 5.0.
+    with_server(|addr| async move {
+        let sub = subscriber_with_delivery(addr, "pubcomp-q1", 1).await;
+        expect_dropped(sub, &[0x70, 2, 0, 1], "PUBCOMP for QoS 1").await;
+        let sub = subscriber_with_delivery(addr, "pubrec-q1", 1).await;
+        expect_dropped(sub, &[0x50, 2, 0, 1], "PUBREC for QoS 1").await;
+        let sub = subscriber_with_delivery(addr, "puback-q2", 2).await;
+        expect_dropped(sub, &[0x40, 2, 0, 1], "PUBACK for QoS 2").await;
+        let sub = subscriber_with_delivery(addr, "pubcomp-q2", 2).await;
+        expect_dropped(sub, &[0x70, 2, 0, 1], "PUBCOMP before PUBREC").await;
+        let mut sub = subscriber_with_delivery(addr, "puback-rel", 2).await;
+        sub.write_all(&[0x50, 2, 0, 1]).await.unwrap();
+        assert_eq!(read_n(&mut sub, 4).await, [0x62, 2, 0, 1]);
+        expect_dropped(sub, &[0x40, 2, 0, 1], "PUBACK after PUBREC").await;
+        // The right acks keep it open.
+        let mut sub = subscriber_with_delivery(addr, "right", 2).await;
+        sub.write_all(&[0x50, 2, 0, 1]).await.unwrap();
+        assert_eq!(read_n(&mut sub, 4).await, [0x62, 2, 0, 1]);
+        sub.write_all(&cat(&[&[0x70, 2, 0, 1], PINGREQ]))
+            .await
+            .unwrap();
+        assert_eq!(read_n(&mut sub, 2).await, PINGRESP);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn mqtt31_connack_has_no_session_present_flag() {
+    with_server(|addr| async move {
+        // MQTT 3.1 (`MQIsdp`) reserves the whole first CONNACK byte: a resumed session is
+        // not announced there (mosquitto sends 0 too).
+        let persistent = connect(3, 0x00, b"v31-session", &[], &[]);
+        expect_closed(
+            addr,
+            &cat(&[&persistent, &[0xe0, 0]]),
+            &[0x20, 2, 0, 0],
+            "first",
+        )
+        .await;
+        expect_open(addr, &persistent, &[0x20, 2, 0, 0], "resumed").await;
+        // 3.1.1 does announce it.
+        let persistent = connect(4, 0x00, b"v311-session", &[], &[]);
+        expect_closed(
+            addr,
+            &cat(&[&persistent, &[0xe0, 0]]),
+            &[0x20, 2, 0, 0],
+            "first 3.1.1",
+        )
+        .await;
+        expect_open(addr, &persistent, &[0x20, 2, 1, 0], "resumed 3.1.1").await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn bridge_state_and_share_topics_as_mosquitto() {
+    with_server(|addr| async move {
+        // A bridge may publish its connection state under `$SYS`; `$share/...` is never a
+        // topic.
+        let cases: &[(&[u8], u8)] = &[
+            (b"$SYS/broker/connection/me/state", 0x10),
+            (b"$SYS/broker/connection/me", 0x87),
+            (b"$share/share/topic", 0x87),
+        ];
+        for (i, &(topic, code)) in cases.iter().enumerate() {
+            let q1 = publish(0x32, topic, true);
+            expect_open(
+                addr,
+                &cat(&[&connect_v5(&format!("dollar{i}")), &q1]),
+                &cat(&[CONNACK_V5, &[0x40, 3, 0, 1, code]]),
+                &String::from_utf8_lossy(topic),
+            )
+            .await;
+        }
+    })
+    .await;
+}

@@ -446,7 +446,9 @@ impl Codec {
             6 | 8 | 10 => 0x02,
             _ => 0,
         };
-        if flags != expected_flags {
+        // MQTT 3.1 had DUP, QoS and RETAIN bits on every packet (a resent PUBREL carries
+        // DUP=1): its flags are not checked, as mosquitto does not.
+        if flags != expected_flags && v != ProtocolVersion::V31 {
             return Err(if matches!(packet_type, 8 | 10) {
                 FrameError::Malformed("invalid fixed header flags")
             } else {

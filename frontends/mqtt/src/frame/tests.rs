@@ -224,6 +224,18 @@ fn golden_publish_and_acks() {
 }
 
 #[test]
+fn mqtt31_flags_are_not_checked() {
+    // A 3.1 client sets DUP on a resent PUBREL (0x6a) and may set QoS bits elsewhere;
+    // 3.1.1 and 5.0 require the fixed values.
+    let wire: &[u8] = &[0x6a, 2, 0, 9, 0x43, 2, 0, 7];
+    let packets = after_connect(ProtocolVersion::V31, wire).unwrap();
+    assert_eq!(packets[0], Packet::PubRel(Ack::new(9)));
+    assert_eq!(packets[1], Packet::PubAck(Ack::new(7)));
+    assert!(after_connect(V3, &wire[..4]).is_err());
+    assert!(after_connect(V5, &wire[..4]).is_err());
+}
+
+#[test]
 fn publish_errors() {
     // QoS 3, DUP on QoS 0, wildcard topic, empty topic in 3.1.1, packet id 0.
     for wire in [

@@ -258,7 +258,8 @@ impl Connection {
             Properties::default()
         };
         let ack = ConnAck {
-            session_present,
+            // MQTT 3.1 has no Session Present flag: the byte is reserved there.
+            session_present: session_present && self.v != ProtocolVersion::V31,
             code: 0,
             properties,
         };

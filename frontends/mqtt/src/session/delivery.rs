@@ -15,6 +15,7 @@ use polymq_core::{Envelope, MessageId, Protocol, Subject};
 
 use super::{Connection, QUEUE_SUB, RECENT};
 use crate::broker::Stats;
+use crate::error::SessionError;
 use crate::frame::{Ack, Packet, Publish, QoS};
 use crate::mapping::{from_core_qos, to_publish, Outbound, Undeliverable};
 
@@ -283,31 +284,40 @@ impl Connection {
         1
     }
 
-    pub(super) fn on_puback(&mut self, pid: u16, expected: QoS) {
-        let matches = self.inflight.get(&pid).is_some_and(|f| f.qos() == expected);
-        if !matches {
-            return;
+    /// PUBACK: completes a QoS 1 delivery. An unknown packet id is ignored; the id of a QoS 2
+    /// delivery is a protocol violation (mosquitto closes such a client too).
+    pub(super) fn on_puback(&mut self, pid: u16) -> Result<(), SessionError> {
+        match self.inflight.get(&pid).map(|f| f.qos()) {
+            Some(QoS::AtLeastOnce) => {}
+            Some(_) => return Err(SessionError::Violation("PUBACK for a QoS 2 message")),
+            None if self.session.pubrel.contains(&pid) => {
+                return Err(SessionError::Violation("PUBACK for a QoS 2 message"));
+            }
+            None => return Ok(()),
         }
         if let Some(Inflight::Queued { id, .. }) = self.inflight.remove(&pid) {
             self.finish_queued(&id);
         }
         self.after_ack();
+        Ok(())
     }
 
-    pub(super) fn on_pubrec(&mut self, ack: &Ack) {
+    /// PUBREC: moves a QoS 2 delivery on to PUBREL (or ends it, for an error reason code).
+    /// The id of a QoS 1 delivery is a protocol violation.
+    pub(super) fn on_pubrec(&mut self, ack: &Ack) -> Result<(), SessionError> {
         let pid = ack.packet_id;
-        let is_qos2 = self
-            .inflight
-            .get(&pid)
-            .is_some_and(|f| f.qos() == QoS::ExactlyOnce);
-        if is_qos2 {
+        let qos = self.inflight.get(&pid).map(|f| f.qos());
+        if qos == Some(QoS::AtLeastOnce) {
+            return Err(SessionError::Violation("PUBREC for a QoS 1 message"));
+        }
+        if qos == Some(QoS::ExactlyOnce) {
             let sent = self.inflight.remove(&pid);
             if ack.reason >= 0x80 {
                 if let Some(Inflight::Queued { id, .. }) = sent {
                     self.finish_queued(&id);
                 }
                 self.after_ack();
-                return;
+                return Ok(());
             }
             // A queued message stays in flight in its queue until PUBCOMP.
             self.session.pubrel.push(pid);
@@ -316,13 +326,20 @@ impl Connection {
         if ack.reason < 0x80 {
             self.send(&Packet::PubRel(Ack::new(pid)));
         }
+        Ok(())
     }
 
-    pub(super) fn on_pubcomp(&mut self, pid: u16) {
+    /// PUBCOMP: ends a QoS 2 delivery whose PUBREL was sent. An unknown packet id is
+    /// ignored; the id of a delivery still waiting for PUBACK or PUBREC is a protocol
+    /// violation.
+    pub(super) fn on_pubcomp(&mut self, pid: u16) -> Result<(), SessionError> {
+        if self.inflight.contains_key(&pid) {
+            return Err(SessionError::Violation("PUBCOMP before PUBREC"));
+        }
         let before = self.session.pubrel.len();
         self.session.pubrel.retain(|&p| p != pid);
         if self.session.pubrel.len() == before {
-            return;
+            return Ok(());
         }
         if self.session.forget_pubrel(pid) {
             self.broker.save_session(&self.session);
@@ -336,6 +353,7 @@ impl Connection {
             self.finish_queued(&id);
         }
         self.after_ack();
+        Ok(())
     }
 
     /// The packet id of a queued message that the client PUBREC'd and has not yet

@@ -15,8 +15,26 @@ use crate::error::SessionError;
 use crate::frame::{reason, Ack, Packet, Publish, QoS};
 use crate::mapping::Message;
 
-/// Topics clients may not publish to (mosquitto: any topic starting with `$SYS`).
-const SYS_PREFIX: &str = "$SYS";
+/// Whether clients are kept from publishing to `topic`, as mosquitto's built-in check on `$`
+/// topics does: everything starting with `$SYS` except a bridge's
+/// `$SYS/broker/connection/{name}/state` notice, and everything starting with `$share`
+/// (a shared subscription is a filter, never a topic).
+fn publish_denied(topic: &str) -> bool {
+    if topic.starts_with("$share") {
+        return true;
+    }
+    if !topic.starts_with("$SYS") {
+        return false;
+    }
+    let mut levels = topic.split('/');
+    let bridge_state = levels.next() == Some("$SYS")
+        && levels.next() == Some("broker")
+        && levels.next() == Some("connection")
+        && levels.next().is_some()
+        && levels.next() == Some("state")
+        && levels.next().is_none();
+    !bridge_state
+}
 
 impl Connection {
     /// Resolves the 5.0 Topic Alias of an inbound PUBLISH.
@@ -56,9 +74,8 @@ impl Connection {
         }
         let topic = self.resolve_topic(&mut publish)?;
         let pid = publish.packet_id;
-        if topic.starts_with(SYS_PREFIX) {
-            // mosquitto's ACL keeps clients out of the broker's status tree: not routed, and a
-            // 5.0 client is told "not authorized".
+        if publish_denied(&topic) {
+            // Not routed; a 5.0 client is told "not authorized", as by mosquitto.
             self.ack_publish(
                 publish.qos,
                 pid,
@@ -147,5 +164,34 @@ impl Connection {
             reason::PACKET_IDENTIFIER_NOT_FOUND
         };
         self.send(&Packet::PubComp(Ack::with_reason(pid, code)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::publish_denied;
+
+    #[test]
+    fn dollar_topics_denied_as_mosquitto_denies_them() {
+        for denied in [
+            "$SYS",
+            "$SYS/broker/uptime",
+            "$SYSX",
+            "$SYS/broker/connection/me",
+            "$SYS/broker/connection/me/state/x",
+            "$share/g/t",
+            "$shared",
+        ] {
+            assert!(publish_denied(denied), "{denied}");
+        }
+        for allowed in [
+            "$SYS/broker/connection/me/state",
+            "$SYS/broker/connection//state",
+            "$foo/x",
+            "a/$SYS",
+            "share",
+        ] {
+            assert!(!publish_denied(allowed), "{allowed}");
+        }
     }
 }

@@ -70,7 +70,7 @@ use tracing::Instrument;
 
 use crate::broker::{Broker, Claim, PendingWill, SessionState, Stats};
 use crate::error::SessionError;
-use crate::frame::{reason, Codec, Disconnect, FrameError, Packet, ProtocolVersion, QoS};
+use crate::frame::{reason, Codec, Disconnect, FrameError, Packet, ProtocolVersion};
 use connect::connect;
 use delivery::{Inflight, Waiting};
 
@@ -430,22 +430,13 @@ impl Connection {
         let violation = |why| Err(End::Error(SessionError::Violation(why)));
         match packet {
             Packet::Publish(publish) => self.on_publish(publish).await.map_err(End::Error),
-            Packet::PubAck(ack) => {
-                self.on_puback(ack.packet_id, QoS::AtLeastOnce);
-                Ok(())
-            }
-            Packet::PubRec(ack) => {
-                self.on_pubrec(&ack);
-                Ok(())
-            }
+            Packet::PubAck(ack) => self.on_puback(ack.packet_id).map_err(End::Error),
+            Packet::PubRec(ack) => self.on_pubrec(&ack).map_err(End::Error),
             Packet::PubRel(ack) => {
                 self.on_pubrel(ack.packet_id);
                 Ok(())
             }
-            Packet::PubComp(ack) => {
-                self.on_pubcomp(ack.packet_id);
-                Ok(())
-            }
+            Packet::PubComp(ack) => self.on_pubcomp(ack.packet_id).map_err(End::Error),
             Packet::Subscribe(subscribe) => {
                 self.on_subscribe(subscribe);
                 Ok(())
