@@ -1201,6 +1201,10 @@ async fn no_local_subscriptions() {
             .await;
         c.publish("nl/self", b"mine", QoS::AtMostOnce, false, 0)
             .await;
+        // Matched, though declined by No Local: PUBACK 0x00 rather than 0x10, as mosquitto.
+        c.publish("nl/self", b"mine", QoS::AtLeastOnce, false, 7)
+            .await;
+        assert_eq!(c.recv().await, Some(Packet::PubAck(Ack::new(7))));
         c.sync().await;
         c.expect_silence(Duration::from_millis(150)).await;
         let mut other = Client::connect(addr, V5, "nolocal-other").await;

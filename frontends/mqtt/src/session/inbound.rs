@@ -144,7 +144,9 @@ impl Connection {
                 Err(err) => return Err(err.into()),
             }
         };
-        let unmatched = routed.matched() == 0;
+        // A match declined by the publisher's own No Local subscription still counts
+        // (mosquitto answers 0x00, not 0x10, then).
+        let unmatched = routed.matched() == 0 && routed.own == 0;
         Ok(if self.v.is_v5() && unmatched {
             reason::NO_MATCHING_SUBSCRIBERS
         } else {
