@@ -1144,6 +1144,20 @@ async fn outbound_topic_aliases_and_maximum_packet_size() {
         p.publish("oa/first", b"after", QoS::AtMostOnce, false, 0)
             .await;
         assert_eq!(&s.recv_publish().await.payload[..], b"after");
+        // A dropped message does not leave behind an alias the client never learnt.
+        let mut req = connect(V5, "client-limits2");
+        req.properties.topic_alias_maximum = Some(2);
+        req.properties.maximum_packet_size = Some(64);
+        let (mut s2, _) = Client::connect_with(addr, req).await;
+        s2.subscribe("ob/#", QoS::AtMostOnce).await;
+        p.publish("ob/t", &[b'x'; 100], QoS::AtMostOnce, false, 0)
+            .await;
+        p.publish("ob/t", b"small", QoS::AtMostOnce, false, 0).await;
+        let small = s2.recv_publish().await;
+        assert_eq!(
+            (small.topic.as_str(), small.properties.topic_alias),
+            ("ob/t", Some(1))
+        );
     })
     .await;
 }

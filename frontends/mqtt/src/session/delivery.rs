@@ -232,9 +232,13 @@ impl Connection {
                 return false;
             }
         };
-        self.apply_alias(&mut publish);
+        let new_alias = self.apply_alias(&mut publish);
         let packet = Packet::Publish(publish);
         if packet.encoded_len(self.v) > self.client_max_packet {
+            if let (Some(topic), Some(aliases)) = (new_alias, self.aliases.as_mut()) {
+                // The client never sees this PUBLISH, so it never learns the alias.
+                aliases.outbound.remove(&topic);
+            }
             Stats::add(&self.broker.stats.pub_dropped, 1);
             return false;
         }
@@ -249,24 +253,25 @@ impl Connection {
         true
     }
 
-    /// Replaces the topic with an alias when the client accepts aliases (5.0).
-    fn apply_alias(&mut self, publish: &mut Publish) {
+    /// Replaces the topic with an alias when the client accepts aliases (5.0). Returns the
+    /// topic when this PUBLISH is the one that introduces its alias.
+    fn apply_alias(&mut self, publish: &mut Publish) -> Option<String> {
         if self.client_alias_max == 0 {
-            return;
+            return None;
         }
         let aliases = self.aliases.get_or_insert_with(Box::default);
         if let Some(&alias) = aliases.outbound.get(&publish.topic) {
             publish.topic.clear();
             publish.properties.topic_alias = Some(alias);
-            return;
+            return None;
         }
-        let next = aliases.outbound.len() + 1;
-        if let Ok(alias) = u16::try_from(next) {
-            if alias <= self.client_alias_max {
-                aliases.outbound.insert(publish.topic.clone(), alias);
-                publish.properties.topic_alias = Some(alias);
-            }
+        let alias = u16::try_from(aliases.outbound.len() + 1).ok()?;
+        if alias > self.client_alias_max {
+            return None;
         }
+        aliases.outbound.insert(publish.topic.clone(), alias);
+        publish.properties.topic_alias = Some(alias);
+        Some(publish.topic.clone())
     }
 
     /// A packet id not in use by an unacknowledged outbound PUBLISH or PUBREL.
