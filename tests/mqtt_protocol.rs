@@ -822,6 +822,54 @@ async fn will_delay_is_cancelled_by_reconnect() {
 
 // ---- sessions -------------------------------------------------------------------------------------
 
+/// Connects `req`, subscribes it to `quick/big` and has another client publish more than the
+/// socket buffers hold to it while it reads nothing: its connection is then stuck writing,
+/// and reads nothing more until it is taken over.
+async fn stalled_client(addr: SocketAddr, req: Connect) -> Client {
+    let (mut c, _) = Client::connect_with(addr, req).await;
+    c.subscribe("quick/big", QoS::AtMostOnce).await;
+    let mut publisher = Client::connect(addr, V5, "quick-pub").await;
+    let big = vec![b'x'; 1 << 20];
+    for _ in 0..32 {
+        publisher
+            .publish_acked("quick/big", &big, QoS::AtLeastOnce, false)
+            .await;
+    }
+    publisher.disconnect().await;
+    c
+}
+
+#[tokio::test]
+async fn disconnect_just_before_reconnect_takes_effect_first() {
+    // A client that sends DISCONNECT and connects again at once (mosquitto's
+    // 05-session-expiry-v5 does) is served in that order even when its old connection is
+    // busy and the new CONNECT is handled first: Session Expiry 0 in the DISCONNECT leaves no
+    // session to resume, and a normal DISCONNECT keeps the will in even when the new
+    // connection starts clean.
+    with_server("", |addr| async move {
+        let mut watcher = Client::connect(addr, V5, "quick-watch").await;
+        watcher.subscribe("quick/will", QoS::AtMostOnce).await;
+        let mut req = with_will(V5, "quick", "quick/will", None);
+        req.clean_start = false;
+        req.properties.session_expiry_interval = Some(60);
+        let mut c = stalled_client(addr, req.clone()).await;
+        let mut bye = Disconnect::default();
+        bye.properties.session_expiry_interval = Some(0);
+        c.send(Packet::Disconnect(bye)).await;
+        let (again, ack) = Client::connect_with(addr, req).await;
+        assert!(!ack.session_present, "session resumed");
+        again.disconnect().await;
+
+        let mut c = stalled_client(addr, with_will(V5, "quick2", "quick/will", None)).await;
+        c.send(Packet::Disconnect(Disconnect::default())).await;
+        let (clean, _) = Client::connect_with(addr, connect(V5, "quick2")).await;
+        clean.disconnect().await;
+        watcher.sync().await;
+        watcher.expect_silence(Duration::from_millis(50)).await;
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn persistent_session_queues_while_offline_and_resends_with_dup() {
     with_server("", |addr| async move {

@@ -54,7 +54,7 @@ use std::future::{poll_fn, Future};
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{ready, Context, Poll};
+use std::task::{ready, Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -91,6 +91,9 @@ const MAX_READ_CHUNK: usize = 64 * 1024;
 
 /// Most bytes an idle connection reads before it has a buffer (on the stack).
 const PROBE: usize = 64;
+
+/// Most reads a taken-over connection makes of what its client had already sent.
+const LAST_READS: usize = 4;
 
 /// The byte stream a session runs on: a TCP socket, or a WebSocket carrying MQTT
 /// ([`crate::websocket::WsStream`]); TLS slots in the same way.
@@ -165,6 +168,20 @@ impl Io {
             }
             Poll::Ready(Err(err)) => Poll::Ready(Err(err)),
         }
+    }
+
+    /// Reads what the stream holds already, without waiting (at most [`LAST_READS`] reads);
+    /// returns how many bytes came.
+    fn read_now(&mut self) -> usize {
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut total = 0;
+        for _ in 0..LAST_READS {
+            match self.poll_read(&mut cx) {
+                Poll::Ready(Ok(n)) if n > 0 => total += n,
+                _ => break,
+            }
+        }
+        total
     }
 
     /// Waits for bytes without a buffer: they land in a probe on the stack, and only then in
@@ -359,7 +376,7 @@ impl Connection {
             // A client that does not read must not stop a takeover or shutdown.
             let flushed = tokio::select! {
                 res = self.flush() => res,
-                () = token.cancelled() => return self.cancelled(),
+                () = token.cancelled() => return self.cancelled().await,
             };
             match (step, flushed) {
                 (Err(end), _) => return end,
@@ -368,7 +385,7 @@ impl Connection {
             }
             step = tokio::select! {
                 biased;
-                () = token.cancelled() => Err(self.cancelled()),
+                () = token.cancelled() => Err(self.cancelled().await),
                 () = &mut sleep, if keep_alive.is_some() => {
                     Err(End::Error(SessionError::KeepAliveTimeout))
                 }
@@ -395,13 +412,21 @@ impl Connection {
         }
     }
 
-    /// Why the connection's token was cancelled.
-    fn cancelled(&self) -> End {
-        End::Error(if self.claim.slot.taken_over() {
-            SessionError::TakenOver
-        } else {
-            SessionError::ShuttingDown
-        })
+    /// How the connection ends once its token was cancelled. On a takeover, what the client
+    /// had sent on this connection before connecting again is handled first: a DISCONNECT
+    /// there (typically with a new Session Expiry Interval) ends the old connection normally,
+    /// so its session and will are settled as the client asked, as in mosquitto's single
+    /// event loop.
+    async fn cancelled(&mut self) -> End {
+        if !self.claim.slot.taken_over() {
+            return End::Error(SessionError::ShuttingDown);
+        }
+        if self.io.read_now() > 0 {
+            if let Err(end @ End::Disconnect { .. }) = Box::pin(self.on_readable()).await {
+                return end;
+            }
+        }
+        End::Error(SessionError::TakenOver)
     }
 
     async fn flush(&mut self) -> std::io::Result<()> {
