@@ -1252,6 +1252,39 @@ async fn server_receive_maximum_is_enforced() {
 }
 
 #[tokio::test]
+async fn error_disconnect_survives_a_client_still_sending() {
+    // The client keeps sending after the broker decided to close (PUBRELs for the PUBRECs it
+    // got, as paho's flow-control test does). The broker reads and drops that input for a
+    // moment instead of resetting the connection under it: the client's writes go on
+    // succeeding and it reads the DISCONNECT, then a clean end of stream.
+    with_server("[mqtt]\nreceive_maximum = 2\n", |addr| async move {
+        let mut p = Client::connect(addr, V5, "flood-on").await;
+        for pid in 1..=3 {
+            p.send(publish("rx/t", b"x", QoS::ExactlyOnce, false, pid))
+                .await;
+        }
+        assert!(matches!(p.recv().await, Some(Packet::PubRec(_))));
+        assert!(matches!(p.recv().await, Some(Packet::PubRec(_))));
+        assert_eq!(
+            p.recv().await,
+            Some(Packet::Disconnect(Disconnect::with_reason(0x93)))
+        );
+        for pid in 1..=2 {
+            let pubrel = [0x62, 2, 0, pid];
+            p.stream.write_all(&pubrel).await.expect("connection reset");
+            // Time for a reset to come back, were the socket closed with input unread.
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let mut rest = Vec::new();
+        let end = timeout(STEP, p.stream.read_to_end(&mut rest))
+            .await
+            .unwrap();
+        assert!(end.is_ok() && rest.is_empty(), "{end:?} {rest:?}");
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn no_local_subscriptions() {
     with_server("", |addr| async move {
         let mut c = Client::connect(addr, V5, "nolocal").await;

@@ -61,7 +61,7 @@ use bytes::BytesMut;
 use polymq_core::outbox::{outbox, Delivery, Outbox, Overflow, Sink};
 use polymq_core::queue::Member;
 use polymq_core::{MessageId, Protocol, SubscriptionId};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio_util::codec::Decoder;
 use tokio_util::io::poll_read_buf;
 use tokio_util::sync::CancellationToken;
@@ -84,6 +84,9 @@ const DRAIN_BATCH: usize = 256;
 const RECENT: usize = 64;
 /// Longest wait for the last bytes (DISCONNECT) to go out when a session ends.
 const FINAL_FLUSH: Duration = Duration::from_secs(2);
+/// How long a connection closed for an error keeps reading (and dropping) what its client
+/// still sends, so that the close does not reset the connection under the DISCONNECT.
+const LINGER: Duration = Duration::from_secs(2);
 /// Spare room a read starts with.
 const MIN_READ_CHUNK: usize = 512;
 /// Most spare room a read asks for; the chunk doubles up to this while reads fill it.
@@ -505,10 +508,12 @@ impl Connection {
             End::Disconnect { will } => (will, None),
             End::Error(err) => (true, Some(err)),
         };
+        let mut linger = false;
         if let Some(err) = &error {
             tracing::debug!(client = %self.session.client_id, %err, "connection ends");
             if let Some(packet) = err.to_wire(self.v) {
                 self.send(&packet);
+                linger = !matches!(err, SessionError::TakenOver | SessionError::ShuttingDown);
             }
         }
         // A client that stopped reading gets no more than a moment to take the last bytes.
@@ -540,6 +545,21 @@ impl Connection {
             ))
         };
         self.broker.release(&self.claim, kept, will);
+        if linger {
+            self.linger().await;
+        }
+    }
+
+    /// Reads and drops what the client still sends after an error DISCONNECT, until it
+    /// closes or [`LINGER`] passes. Closing a socket with unread input resets the
+    /// connection, and a client still sending (PUBRELs, say) would then lose the DISCONNECT
+    /// and its reason code before reading them.
+    async fn linger(&mut self) {
+        let mut sink = [0u8; PROBE];
+        let _ = tokio::time::timeout(LINGER, async {
+            while let Ok(1..) = self.io.stream.read(&mut sink).await {}
+        })
+        .await;
     }
 }
 
