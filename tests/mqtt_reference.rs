@@ -568,26 +568,13 @@ async fn acknowledgements_of_the_wrong_kind_close_the_connection() {
 async fn mqtt31_connack_has_no_session_present_flag() {
     with_server(|addr| async move {
         // MQTT 3.1 (`MQIsdp`) reserves the whole first CONNACK byte: a resumed session is
-        // not announced there (mosquitto sends 0 too).
-        let persistent = connect(3, 0x00, b"v31-session", &[], &[]);
-        expect_closed(
-            addr,
-            &cat(&[&persistent, &[0xe0, 0]]),
-            &[0x20, 2, 0, 0],
-            "first",
-        )
-        .await;
-        expect_open(addr, &persistent, &[0x20, 2, 0, 0], "resumed").await;
-        // 3.1.1 does announce it.
-        let persistent = connect(4, 0x00, b"v311-session", &[], &[]);
-        expect_closed(
-            addr,
-            &cat(&[&persistent, &[0xe0, 0]]),
-            &[0x20, 2, 0, 0],
-            "first 3.1.1",
-        )
-        .await;
-        expect_open(addr, &persistent, &[0x20, 2, 1, 0], "resumed 3.1.1").await;
+        // not announced there (mosquitto sends 0 too). 3.1.1 does announce it.
+        for (level, id, present) in [(3, &b"v31-session"[..], 0), (4, b"v311-session", 1)] {
+            let persistent = connect(level, 0x00, id, &[], &[]);
+            let first = cat(&[&persistent, &[0xe0, 0]]);
+            expect_closed(addr, &first, &[0x20, 2, 0, 0], "first").await;
+            expect_open(addr, &persistent, &[0x20, 2, present, 0], "resumed").await;
+        }
     })
     .await;
 }
