@@ -9,15 +9,12 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use common::mqtt_client::{publish, Client as Raw};
 use common::{TestServer, STEP};
-use polymq_mqtt::frame::{self as mqtt, Ack, Codec, Connect, ProtocolVersion, Publish};
+use polymq_mqtt::frame::{self as mqtt, Ack, ProtocolVersion, Publish};
 use polymq_mqtt::persist::{self, StoredFlight};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::time::timeout;
-use tokio_util::codec::Decoder;
 
 /// Publishes retained messages (QoS 1, waiting for PUBACK) and disconnects.
 async fn publish_retained(addr: SocketAddr, messages: &[(&str, &str)]) {
@@ -187,138 +184,11 @@ async fn persistent_session_survives_a_restart_on_disk() {
 const CONFIG: &str = "[mqtt]\nsys_interval_secs = 0\n";
 const VERSIONS: [ProtocolVersion; 2] = [ProtocolVersion::V311, ProtocolVersion::V5];
 
-/// A raw MQTT client speaking through the crate's codec.
-struct Raw {
-    stream: TcpStream,
-    codec: Codec,
-    buf: BytesMut,
-    v: ProtocolVersion,
-}
-
-impl Raw {
-    /// Connects a persistent session (3.1.1 CleanSession=0, 5.0 Session Expiry 300) and
-    /// returns it with Session Present.
-    async fn persistent(addr: SocketAddr, v: ProtocolVersion, id: &str) -> (Self, bool) {
-        let stream = timeout(STEP, TcpStream::connect(addr))
-            .await
-            .unwrap()
-            .unwrap();
-        let mut client = Self {
-            stream,
-            codec: Codec::with_version(v, usize::MAX),
-            buf: BytesMut::new(),
-            v,
-        };
-        let mut properties = mqtt::Properties::default();
-        if v.is_v5() {
-            properties.session_expiry_interval = Some(300);
-        }
-        let connect = Connect {
-            protocol: v,
-            clean_start: false,
-            keep_alive: 60,
-            properties,
-            client_id: id.to_owned(),
-            will: None,
-            username: None,
-            password: None,
-        };
-        client.send(mqtt::Packet::Connect(Box::new(connect))).await;
-        match client.recv().await {
-            Some(mqtt::Packet::ConnAck(ack)) if ack.code == 0 => (client, ack.session_present),
-            other => panic!("expected CONNACK 0, got {other:?}"),
-        }
-    }
-
-    async fn send(&mut self, packet: mqtt::Packet) {
-        let mut out = BytesMut::new();
-        packet.encode(&mut out, self.v).unwrap();
-        timeout(STEP, self.stream.write_all(&out))
-            .await
-            .unwrap()
-            .unwrap();
-    }
-
-    /// The next packet, or `None` once the broker closed the connection.
-    async fn recv(&mut self) -> Option<mqtt::Packet> {
-        timeout(STEP, self.recv_unbounded())
-            .await
-            .expect("no packet in time")
-    }
-
-    async fn recv_unbounded(&mut self) -> Option<mqtt::Packet> {
-        loop {
-            if let Some(packet) = self.codec.decode(&mut self.buf).unwrap() {
-                return Some(packet);
-            }
-            match self.stream.read_buf(&mut self.buf).await {
-                Ok(0) | Err(_) => return None,
-                Ok(_) => {}
-            }
-        }
-    }
-
-    async fn recv_publish(&mut self) -> Publish {
-        match self.recv().await {
-            Some(mqtt::Packet::Publish(p)) => p,
-            other => panic!("expected PUBLISH, got {other:?}"),
-        }
-    }
-
-    async fn subscribe(&mut self, filter: &str, qos: mqtt::QoS) {
-        let options = mqtt::SubscriptionOptions {
-            qos,
-            ..mqtt::SubscriptionOptions::default()
-        };
-        self.send(mqtt::Packet::Subscribe(mqtt::Subscribe {
-            packet_id: 1,
-            properties: mqtt::Properties::default(),
-            filters: vec![(filter.to_owned(), options)],
-        }))
-        .await;
-        assert!(matches!(
-            self.recv().await,
-            Some(mqtt::Packet::SubAck(mqtt::SubAck { packet_id: 1, .. }))
-        ));
-    }
-
-    async fn publish(&mut self, topic: &str, body: &str, qos: mqtt::QoS, pid: u16, dup: bool) {
-        self.send(mqtt::Packet::Publish(Publish {
-            dup,
-            qos,
-            retain: false,
-            topic: topic.to_owned(),
-            packet_id: pid,
-            properties: mqtt::Properties::default(),
-            payload: Bytes::copy_from_slice(body.as_bytes()),
-        }))
-        .await;
-    }
-
-    /// A PINGREQ round trip: everything sent before it has been handled.
-    async fn sync(&mut self) {
-        self.send(mqtt::Packet::PingReq).await;
-        assert_eq!(self.recv().await, Some(mqtt::Packet::PingResp));
-    }
-
-    /// Reads until the broker closes the connection (it is shutting down).
-    async fn until_closed(&mut self) {
-        while self.recv().await.is_some() {}
-    }
-
-    /// Asserts nothing arrives for a moment.
-    async fn expect_silence(&mut self) {
-        if let Ok(packet) = timeout(Duration::from_millis(300), self.recv_unbounded()).await {
-            panic!("unexpected packet {packet:?}");
-        }
-    }
-}
-
 /// Publishes QoS 1 messages from a clean session, each acknowledged.
 async fn publish_qos1(addr: SocketAddr, v: ProtocolVersion, topic: &str, bodies: &[&str]) {
     let (mut p, _) = Raw::persistent(addr, v, "flight-pub").await;
     for (pid, body) in (1..).zip(bodies) {
-        p.publish(topic, body, mqtt::QoS::AtLeastOnce, pid, false)
+        p.publish(topic, body.as_bytes(), mqtt::QoS::AtLeastOnce, false, pid)
             .await;
         match p.recv().await {
             Some(mqtt::Packet::PubAck(ack)) => assert_eq!(ack.packet_id, pid),
@@ -408,7 +278,7 @@ async fn qos1_in_flight_keeps_its_packet_id(v: ProtocolVersion) {
     let server = restart(server, dir.path()).await;
     let (mut c, present) = Raw::persistent(server.mqtt, v, "flight-q1").await;
     assert!(present);
-    c.expect_silence().await;
+    c.expect_silence(Duration::from_millis(300)).await;
     server.stop().await;
 }
 
@@ -430,7 +300,7 @@ async fn pubrel_is_resent(v: ProtocolVersion) {
     let (mut c, _) = Raw::persistent(server.mqtt, v, "flight-q2").await;
     c.subscribe("g/#", mqtt::QoS::ExactlyOnce).await;
     let (mut p, _) = Raw::persistent(server.mqtt, v, "flight-q2-pub").await;
-    p.publish("g/x", "two", mqtt::QoS::ExactlyOnce, 3, false)
+    p.publish("g/x", b"two", mqtt::QoS::ExactlyOnce, false, 3)
         .await;
     assert!(matches!(p.recv().await, Some(mqtt::Packet::PubRec(_))));
     p.send(mqtt::Packet::PubRel(Ack::new(3))).await;
@@ -463,13 +333,13 @@ async fn pubrel_is_resent(v: ProtocolVersion) {
     assert_ne!(next.packet_id, msg.packet_id);
     c.send(mqtt::Packet::PubAck(Ack::new(next.packet_id))).await;
     c.send(mqtt::Packet::PubComp(Ack::new(msg.packet_id))).await;
-    c.expect_silence().await;
+    c.expect_silence(Duration::from_millis(300)).await;
     drop(c);
     // Completed: no PUBREL nor PUBLISH after another restart.
     let server = restart(server, dir.path()).await;
     let (mut c, present) = Raw::persistent(server.mqtt, v, "flight-q2").await;
     assert!(present);
-    c.expect_silence().await;
+    c.expect_silence(Duration::from_millis(300)).await;
     server.stop().await;
 }
 
@@ -489,7 +359,7 @@ async fn inbound_qos2_routed_once(v: ProtocolVersion) {
     s.subscribe("once/#", mqtt::QoS::AtLeastOnce).await;
     drop(s);
     let (mut p, _) = Raw::persistent(server.mqtt, v, "once-pub").await;
-    p.publish("once/x", "exactly", mqtt::QoS::ExactlyOnce, 7, false)
+    p.publish("once/x", b"exactly", mqtt::QoS::ExactlyOnce, false, 7)
         .await;
     assert_eq!(p.recv().await, Some(mqtt::Packet::PubRec(Ack::new(7))));
     // The broker goes down before PUBREL.
@@ -501,8 +371,14 @@ async fn inbound_qos2_routed_once(v: ProtocolVersion) {
     wait_for_record(&server, "once-pub", |flight| flight.inbound == [7]).await;
     let (mut p, present) = Raw::persistent(server.mqtt, v, "once-pub").await;
     assert!(present);
-    p.publish("once/x", "exactly", mqtt::QoS::ExactlyOnce, 7, true)
-        .await;
+    p.send(with_dup(publish(
+        "once/x",
+        b"exactly",
+        mqtt::QoS::ExactlyOnce,
+        false,
+        7,
+    )))
+    .await;
     assert_eq!(p.recv().await, Some(mqtt::Packet::PubRec(Ack::new(7))));
     p.send(mqtt::Packet::PubRel(Ack::new(7))).await;
     assert_eq!(
@@ -513,7 +389,7 @@ async fn inbound_qos2_routed_once(v: ProtocolVersion) {
     // The stored record forgets the completed id at once (a crash now must not keep it).
     wait_for_record(&server, "once-pub", |flight| flight.inbound.is_empty()).await;
     // Once completed, the packet id is free again: a new message with it is routed.
-    p.publish("once/x", "next", mqtt::QoS::ExactlyOnce, 7, false)
+    p.publish("once/x", b"next", mqtt::QoS::ExactlyOnce, false, 7)
         .await;
     assert_eq!(p.recv().await, Some(mqtt::Packet::PubRec(Ack::new(7))));
     p.send(mqtt::Packet::PubRel(Ack::new(7))).await;
@@ -525,7 +401,7 @@ async fn inbound_qos2_routed_once(v: ProtocolVersion) {
         assert_eq!(body(&got), expected.as_bytes(), "{v:?}");
         s.send(mqtt::Packet::PubAck(Ack::new(got.packet_id))).await;
     }
-    s.expect_silence().await;
+    s.expect_silence(Duration::from_millis(300)).await;
     server.stop().await;
 }
 
@@ -536,4 +412,12 @@ async fn inbound_qos2_is_routed_once_across_a_restart() {
             .await
             .expect("test timed out");
     }
+}
+
+/// `packet` (a PUBLISH) with DUP set: a client's resend.
+fn with_dup(mut packet: mqtt::Packet) -> mqtt::Packet {
+    if let mqtt::Packet::Publish(publish) = &mut packet {
+        publish.dup = true;
+    }
+    packet
 }

@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod mqtt_bytes;
+pub mod mqtt_client;
 
 use std::net::SocketAddr;
 use std::path::Path;
